@@ -1,0 +1,57 @@
+"""Errors raised while analysing a crash.
+
+Exception tree::
+
+    BuilderError               base; ``reason`` is one sentence a person can act on
+    ├── CoreRejected           the core is not a usable ELF core (truncated, not ELF, ...)
+    ├── ProblemRejected        the problem directory lacks or garbles a required file
+    ├── SandboxUnavailable     the podman service cannot be reached
+    ├── SandboxFailed          a sandbox container failed for another reason
+    ├── EnvironmentFailed      installing the crash-time packages failed
+    └── GdbTimeout             gdb ran past its wall-clock limit
+"""
+
+from __future__ import annotations
+
+
+class BuilderError(Exception):
+    """Base of every error raised by ``retracer.builder``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CoreRejected(BuilderError):
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(f"The core cannot be used: {why}.")
+
+
+class ProblemRejected(BuilderError):
+    def __init__(self, member: str, why: str) -> None:
+        self.member = member
+        super().__init__(f"The problem file {member!r} {why}.")
+
+
+class SandboxUnavailable(BuilderError):
+    def __init__(self, url: str, why: str) -> None:
+        self.url = url
+        super().__init__(f"The podman service at {url} cannot be reached: {why}.")
+
+
+class SandboxFailed(BuilderError):
+    def __init__(self, step: str, why: str) -> None:
+        self.step = step
+        super().__init__(f"The sandbox failed while {step}: {why}.")
+
+
+class EnvironmentFailed(BuilderError):
+    def __init__(self, why: str) -> None:
+        super().__init__(f"Installing the crash-time packages failed: {why}.")
+
+
+class GdbTimeout(BuilderError):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"gdb timed out after {seconds:g} s.")

@@ -1,0 +1,29 @@
+"""Settings of the analyzer: the podman service, sandbox limits and the image cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits every retrace container runs under."""
+
+    memory_mib: int = 2048
+    pids: int = 256
+    cpus: float = 1.0
+    gdb_timeout_seconds: float = 300.0
+    install_timeout_seconds: float = 600.0
+    # podman here cannot raise rlimits (no CAP_SYS_RESOURCE), so they are always explicit.
+    nofile: int = 4096
+    nproc: int = 4096
+
+
+@dataclass(frozen=True)
+class BuilderSettings:
+    podman_url: str = "unix:///run/podman/podman.sock"
+    # Prefix of every image and container retracer creates, so it can find (and clean) its own.
+    name_prefix: str = "retracer"
+    limits: SandboxLimits = SandboxLimits()
+    # Least recently used environments are evicted above this total size.
+    image_cache_max_mib: int = 20480

@@ -1,0 +1,209 @@
+"""Load the one YAML configuration file into typed, validated settings.
+
+The dataclasses below (and the settings of ``retracer.builder`` and ``retracer.sync``
+they compose) are the schema: each default is the documented default, every key in
+the file must name one of their fields, and each value must have the field's type.
+Relative paths are taken relative to the file; ``~`` is expanded.
+
+Where the file comes from, first match wins: ``--config``, ``$RETRACER_CONFIG``, then
+the embedded default (``default.yaml`` beside this module), which serves the demo
+release from a local data directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from retracer.builder.settings import BuilderSettings
+from retracer.server.errors import ConfigError
+from retracer.sync.errors import UnknownRelease
+from retracer.sync.settings import ReleaseSettings, SyncSettings
+
+CONFIG_ENV = "RETRACER_CONFIG"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # "seed": single-use passwords, status body = status (the seed's design).
+    # "abrt": the creation password stays valid, status body = a stage message,
+    # which is what the stock abrt-retrace-client expects.
+    protocol_profile: Literal["seed", "abrt"] = "seed"
+    max_packed_size_mib: int = 1024
+    max_unpacked_size_mib: int = 4096
+    # /create answers 507 when free space in the spool would fall below this.
+    min_free_space_mib: int = 1024
+    # Retraces that run at once, and tasks that may wait behind them.
+    workers: int = 2
+    max_queued_tasks: int = 50
+    keep_core: bool = False
+    finished_task_max_age_hours: float = 168.0
+    unfinished_task_max_age_hours: float = 24.0
+    # A task locks out password attempts after this many failures in the window.
+    password_failures_allowed: int = 10
+    password_failure_window_seconds: float = 600.0
+    # A worker renews its claim on a task this often; a claim older than the lease
+    # means its worker died, and the task is queued again.
+    task_lease_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True)
+class Config:
+    # The spool, the task database, the queue and the image cache index live here.
+    data_dir: Path = Path("/var/lib/retracer")
+    server: ServerSettings = ServerSettings()
+    queue: QueueSettings = QueueSettings()
+    builder: BuilderSettings = BuilderSettings()
+    sync: SyncSettings = SyncSettings()
+    releases: tuple[ReleaseSettings, ...] = ()
+    # Where this configuration was read from, for messages; not a key in the file.
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def __post_init__(self) -> None:
+        ids = [release.id for release in self.releases]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"release ids must be unique, {duplicates[0]!r} is repeated")
+
+    def release(self, release_id: str) -> ReleaseSettings:
+        """The release with this id; raises UnknownRelease with the supported ones."""
+        for release in self.releases:
+            if release.id == release_id:
+                return release
+        raise UnknownRelease(release_id, (r.id for r in self.releases))
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("retracer.server").joinpath("default.yaml")))
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, merge over the defaults and validate one configuration file.
+
+    Raises:
+        ConfigError: the file is missing or malformed, or a key is unknown or of the
+            wrong type. The message names the file and the key.
+    """
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or default_config_path()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(path, None, f"cannot be read ({error.strerror})") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(path, None, f"is not valid YAML ({_yaml_problem(error)})") from error
+    if data is None:
+        data = {}
+    return _Loader(path).build(Config, data, "", extra={"source": str(path)})
+
+
+def config_from_mapping(data: dict[str, Any], base_dir: Path) -> Config:
+    """Validate a mapping as if it were a file in ``base_dir`` (for tests and tools)."""
+    return _Loader(base_dir / "<mapping>").build(Config, data, "")
+
+
+class _Loader:
+    """Turns plain YAML values into the settings dataclasses, naming any bad key."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def build(self, cls: type, data: Any, where: str, extra: dict[str, Any] | None = None) -> Any:
+        if not isinstance(data, dict):
+            raise ConfigError(self.file, where or None, f"expected a mapping, found {_kind(data)}")
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        for key in data:
+            if key not in fields:
+                valid = ", ".join(sorted(fields))
+                raise ConfigError(
+                    self.file, _join(where, str(key)), f"is not a known key (valid keys: {valid})"
+                )
+        hints = typing.get_type_hints(cls)
+        values = {
+            name: self.convert(hints[name], data[name], _join(where, name))
+            for name in fields
+            if name in data
+        }
+        try:
+            return cls(**values, **(extra or {}))
+        except ValueError as error:
+            raise ConfigError(self.file, where or None, str(error)) from error
+
+    def convert(self, hint: Any, value: Any, where: str) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            (inner,) = [a for a in args if a is not type(None)]
+            return self.convert(inner, value, where)
+        if origin is Literal:
+            if value not in args:
+                allowed = ", ".join(repr(a) for a in args)
+                raise ConfigError(self.file, where, f"must be one of {allowed}, found {value!r}")
+            return value
+        if origin is tuple:
+            if not isinstance(value, list):
+                raise ConfigError(self.file, where, f"expected a list, found {_kind(value)}")
+            return tuple(
+                self.convert(args[0], item, f"{where}[{index}]") for index, item in enumerate(value)
+            )
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, value, where)  # type: ignore[arg-type]
+        if hint is Path:
+            if not isinstance(value, str):
+                raise ConfigError(self.file, where, f"expected a path, found {_kind(value)}")
+            return (self.file.parent / Path(value).expanduser()).absolute()
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # YAML reads `version_id: 41` as a number
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(
+                self.file, where, f"expected {_kind_name(hint)}, found {_kind(value)}"
+            )
+        return value
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or "unreadable"
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark else problem
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _kind_name(hint: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return f"{name} ({value!r})" if kind in (str, bool) else name
+    return f"{type(value).__name__} ({value!r})"

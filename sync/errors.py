@@ -1,0 +1,56 @@
+"""Errors raised by the repository side of retracer.
+
+Exception tree::
+
+    SyncError                  base; ``reason`` is one sentence a person can act on
+    ├── UnknownRelease         no configured release matches an id or a crash
+    ├── RepositoryUnavailable  a local repository is missing or its metadata unreadable
+    ├── PackageNotFound        a NEVRA or NVR is not in the local repository
+    ├── SyncLocked             another sync of the same release is running
+    └── MirrorFailed           every mirror of an upstream failed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class SyncError(Exception):
+    """Base of every error raised by ``retracer.sync``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownRelease(SyncError):
+    def __init__(self, release_id: str, supported: Iterable[str]) -> None:
+        self.release_id = release_id
+        self.supported = sorted(supported)
+        listed = ", ".join(self.supported) or "none"
+        super().__init__(f"Unknown release {release_id!r}; this server supports: {listed}.")
+
+
+class RepositoryUnavailable(SyncError):
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"Repository {path} cannot be read: {why}.")
+
+
+class PackageNotFound(SyncError):
+    def __init__(self, package: str, release_id: str) -> None:
+        self.package = package
+        self.release_id = release_id
+        super().__init__(f"Package {package} is not in the repository of {release_id}.")
+
+
+class SyncLocked(SyncError):
+    def __init__(self, release_id: str) -> None:
+        self.release_id = release_id
+        super().__init__(f"Another sync of {release_id} is already running.")
+
+
+class MirrorFailed(SyncError):
+    def __init__(self, upstream: str, why: str) -> None:
+        self.upstream = upstream
+        super().__init__(f"Every mirror of upstream {upstream!r} failed: {why}.")

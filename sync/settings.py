@@ -1,0 +1,76 @@
+"""Settings of releases, their local repositories and their upstream mirrors.
+
+These dataclasses are the schema of the ``releases`` and ``sync`` sections of the
+configuration file; their defaults are the documented defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from retracer.sync.model import Release
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream repository, e.g. ``updates`` or ``updates-debuginfo``.
+
+    Give exactly one of ``baseurl`` (tried in order), ``mirrorlist`` or ``metalink``.
+    """
+
+    name: str
+    baseurl: tuple[str, ...] = ()
+    mirrorlist: str | None = None
+    metalink: str | None = None
+    # ASCII-armoured public keys (paths or file:// URLs); with any, signatures are checked.
+    gpgkey: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        given = [bool(self.baseurl), bool(self.mirrorlist), bool(self.metalink)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of baseurl, mirrorlist or metalink")
+
+
+@dataclass(frozen=True)
+class BootstrapBase:
+    """Build the base image by installing ``packages`` from the local repository."""
+
+    packages: tuple[str, ...] = ("bash", "gdb", "dnf", "elfutils")
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """One release this server retraces, and how to recognise its crashes."""
+
+    id: str
+    # The first line of /etc/system-release, as ABRT uploads it in `os_release`.
+    os_release: str
+    # os-release ID and VERSION_ID, for crashes that carry an os-release instead.
+    os_id: str = ""
+    version_id: str = ""
+    # Local all-versions repositories (binary and debuginfo), each with repodata/.
+    repositories: tuple[Path, ...] = ()
+    # Exactly one of these: a registry image to start FROM, or a bootstrap from the repository.
+    base_image: str | None = None
+    bootstrap: BootstrapBase | None = None
+    upstreams: tuple[Upstream, ...] = ()
+
+    def __post_init__(self) -> None:
+        Release.parse(self.id)
+        if not self.repositories:
+            raise ValueError("a release needs at least one local repository")
+        if (self.base_image is None) == (self.bootstrap is None):
+            raise ValueError("give exactly one of base_image or bootstrap")
+
+    @property
+    def release(self) -> Release:
+        return Release.parse(self.id)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How ``retracer sync`` downloads."""
+
+    parallel_downloads: int = 4
+    timeout_seconds: float = 60.0
