@@ -8,7 +8,7 @@ Exception tree::
     ├── SandboxUnavailable     the podman service cannot be reached
     ├── SandboxFailed          a sandbox container failed for another reason
     ├── EnvironmentFailed      installing the crash-time packages failed
-    └── GdbTimeout             gdb ran past its wall-clock limit
+    └── StepTimeout            a sandboxed step (gdb, an install) ran past its time limit
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class EnvironmentFailed(BuilderError):
         super().__init__(f"Installing the crash-time packages failed: {why}.")
 
 
-class GdbTimeout(BuilderError):
-    def __init__(self, seconds: float) -> None:
+class StepTimeout(BuilderError):
+    def __init__(self, step: str, seconds: float) -> None:
+        self.step = step
         self.seconds = seconds
-        super().__init__(f"gdb timed out after {seconds:g} s.")
+        super().__init__(f"{step[:1].upper()}{step[1:]} timed out after {seconds:g} s.")

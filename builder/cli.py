@@ -1,0 +1,65 @@
+"""``retracer retrace``: run the analyzer on one crash, without the HTTP server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import click
+
+from retracer.builder.errors import BuilderError
+from retracer.builder.model import Stage
+from retracer.builder.retrace import Analyzer
+from retracer.builder.settings import BuilderSettings
+from retracer.sync.errors import SyncError
+from retracer.sync.settings import ReleaseSettings
+
+
+class _Config(Protocol):
+    data_dir: Path
+    builder: BuilderSettings
+    releases: tuple[ReleaseSettings, ...]
+
+
+class _Source(Protocol):
+    def load(self) -> _Config: ...
+
+
+class _StderrObserver:
+    """Shows progress on stderr, so stdout holds only the backtrace or the JSON."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def stage(self, stage: Stage) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        if not self.quiet:
+            click.secho(line, err=True, dim=True)
+
+
+@click.command("retrace")
+@click.argument("problem", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report, not the text.")
+@click.option("--quiet", is_flag=True, help="Do not show progress on stderr.")
+@click.pass_obj
+def retrace_command(source: _Source, problem: Path, as_json: bool, quiet: bool) -> None:
+    """Retrace the crash in the ABRT problem directory PROBLEM.
+
+    Prints the backtrace (or with --json the report) and exits 0; on failure
+    prints the reason and exits 1.
+    """
+    config = source.load()
+    analyzer = Analyzer(config.builder, config.releases, config.data_dir / "builder")
+    try:
+        result = analyzer.retrace(problem, _StderrObserver(quiet))
+    except (BuilderError, SyncError) as error:
+        click.echo(f"retracer: {error.reason}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        click.echo(result.backtrace, nl=False)

@@ -1,0 +1,201 @@
+"""Container images holding a release's base system, and one per package set.
+
+A release's *base image* (gdb, dnf, elfutils and the system) is built once and
+rebuilt only when its recipe changes. An *environment image* adds the exact
+crash-time NEVRAs to it; its name is the digest of the package set, so a later
+crash needing the same packages starts at once. Environments beyond the size cap
+are evicted least recently used first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import shlex
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from retracer.builder.errors import EnvironmentFailed
+from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
+from retracer.builder.settings import BuilderSettings
+from retracer.sync.metadata import install_into_root
+from retracer.sync.model import PackageSet
+from retracer.sync.settings import ReleaseSettings
+
+log = logging.getLogger(__name__)
+
+# Bump when the way base images are made changes, so old ones are rebuilt.
+_BASE_RECIPE = "1"
+# A FROM image only needs these added to retrace; a bootstrap lists its own.
+_RETRACE_TOOLS = ("gdb", "elfutils")
+REPOSITORY_MOUNT = "/srv/retracer/repo"
+
+
+@dataclass(frozen=True)
+class Environment:
+    image: str
+    cached: bool
+    # NEVRAs dnf installed to make it (empty when it came from the cache).
+    installed_by_dnf: tuple[str, ...] = ()
+
+
+class Environments:
+    def __init__(self, sandbox: Sandbox, settings: BuilderSettings, state_dir: Path) -> None:
+        self.sandbox = sandbox
+        self.settings = settings
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._index_path = state_dir / "environments.sqlite"
+        with closing(sqlite3.connect(self._index_path)) as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS environment ("
+                " image TEXT PRIMARY KEY, release TEXT NOT NULL,"
+                " size INTEGER NOT NULL, last_used REAL NOT NULL)"
+            )
+            db.commit()
+
+    def base_image(self, release: ReleaseSettings) -> str:
+        """The release's base image, built first if its recipe is new.
+
+        Raises:
+            EnvironmentFailed, RepositoryUnavailable, Sandbox errors.
+        """
+        image = self._base_reference(release)
+        if self.sandbox.image_exists(image):
+            return image
+        with self._locked(f"base-{release.id}"):
+            if self.sandbox.image_exists(image):
+                return image
+            started = time.monotonic()
+            if release.bootstrap is not None:
+                self._bootstrap(release, release.bootstrap.packages, image)
+            else:
+                assert release.base_image is not None  # validated by ReleaseSettings
+                if not self.sandbox.image_exists(release.base_image):
+                    self.sandbox.pull(release.base_image)
+                self._install(release, release.base_image, _RETRACE_TOOLS, image)
+            log.info("built base image %s in %.1f s", image, time.monotonic() - started)
+        return image
+
+    def for_packages(self, package_set: PackageSet, release: ReleaseSettings) -> Environment:
+        """The image with exactly ``package_set`` installed on the base, cached by digest."""
+        image = f"localhost/{self.settings.name_prefix}-env:{package_set.digest[:48]}"
+        if self._cached(image):
+            return Environment(image, cached=True)
+        with self._locked(package_set.digest):
+            if self._cached(image):
+                return Environment(image, cached=True)
+            base = self.base_image(release)
+            nevras = tuple(p.nevra for p in package_set.packages)
+            self._install(release, base, nevras, image)
+            size = max(0, self.sandbox.image_size(image) - self.sandbox.image_size(base))
+            self._remember(image, release.id, size)
+            self.evict(keep=image)
+        return Environment(image, cached=False, installed_by_dnf=nevras)
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Remove least recently used environments until the cache fits its cap."""
+        cap = self.settings.image_cache_max_mib * 1024 * 1024
+        removed = []
+        with closing(sqlite3.connect(self._index_path)) as db:
+            rows = db.execute("SELECT image, size FROM environment ORDER BY last_used").fetchall()
+            total = sum(size for _, size in rows)
+            for image, size in rows:
+                if total <= cap:
+                    break
+                if image == keep:
+                    continue
+                self.sandbox.remove_image(image)
+                db.execute("DELETE FROM environment WHERE image = ?", (image,))
+                db.commit()
+                total -= size
+                removed.append(image)
+        for image in removed:
+            log.info("evicted environment %s", image)
+        return removed
+
+    def _cached(self, image: str) -> bool:
+        if not self.sandbox.image_exists(image):
+            return False
+        with closing(sqlite3.connect(self._index_path)) as db:
+            db.execute("UPDATE environment SET last_used = ? WHERE image = ?", (time.time(), image))
+            db.commit()
+        return True
+
+    def _remember(self, image: str, release_id: str, size: int) -> None:
+        with closing(sqlite3.connect(self._index_path)) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO environment VALUES (?, ?, ?, ?)",
+                (image, release_id, size, time.time()),
+            )
+            db.commit()
+
+    def _base_reference(self, release: ReleaseSettings) -> str:
+        recipe = [_BASE_RECIPE, release.id, release.base_image or ""]
+        if release.bootstrap is not None:
+            recipe += sorted(release.bootstrap.packages)
+        key = hashlib.sha256("\n".join(recipe).encode()).hexdigest()[:16]
+        return f"localhost/{self.settings.name_prefix}-base:{release.id}-{key}"
+
+    def _bootstrap(self, release: ReleaseSettings, packages: Sequence[str], image: str) -> None:
+        scratch = self.state_dir / "tmp"
+        scratch.mkdir(exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="bootstrap-", dir=scratch))
+        try:
+            install_into_root(release.repositories, packages, root, release.release.version)
+            self.sandbox.import_rootfs(root, image)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _install(
+        self, release: ReleaseSettings, image: str, packages: Sequence[str], commit_to: str
+    ) -> None:
+        """Install ``packages`` with the image's own dnf from the read-only repositories."""
+        mounts = [
+            BindMount(path, f"{REPOSITORY_MOUNT}/{number}")
+            for number, path in enumerate(release.repositories)
+        ]
+        dnf = [
+            "dnf", "install", "--assumeyes", "--nogpgcheck", "--quiet",
+            "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
+            f"--releasever={release.release.version}", "--disablerepo=*",
+        ]  # fmt: skip
+        for mount in mounts:
+            name = f"retracer{Path(mount.target).name}"
+            dnf += [f"--repofrompath={name},{mount.target}", f"--enablerepo={name}"]
+        # Metadata left in the image would only make every environment larger.
+        command = f"{shlex.join([*dnf, *packages])} && dnf clean all >/dev/null"
+        output = self.sandbox.run(
+            RunSpec(
+                image=image,
+                command=["/bin/sh", "-c", command],
+                step="dnf install",
+                timeout=self.settings.limits.install_timeout_seconds,
+                mounts=mounts,
+                as_root=True,
+                commit_to=commit_to,
+            )
+        )
+        if output.exit_code != 0:
+            lines = [ln.strip() for ln in (output.stderr + output.stdout).splitlines()]
+            errors = [ln for ln in lines if ln.startswith(("Error", "No match", "Problem"))]
+            why = (errors or [ln for ln in lines if ln] or [f"exit code {output.exit_code}"])[0]
+            if output.oom_killed:
+                why = f"dnf ran out of its {self.settings.limits.memory_mib} MiB of memory"
+            raise EnvironmentFailed(why.rstrip("."))
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Serialise builds of one image across worker processes."""
+        locks = self.state_dir / "locks"
+        locks.mkdir(exist_ok=True)
+        with open(locks / f"{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield

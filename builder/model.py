@@ -1,0 +1,77 @@
+"""Typed values the analyzer takes and returns."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from retracer.sync.model import Package, PackageSet
+
+
+class Stage(enum.Enum):
+    """Where a retrace is; the values are the messages ABRT clients show."""
+
+    ANALYZING = "Analyzing crash data"
+    PREPARING = "Preparing environment for backtrace generation"
+    GENERATING = "Generating backtrace"
+    CLEANING = "Cleaning environment after backtrace generation"
+
+
+class RetraceObserver(Protocol):
+    """Receives progress from a running retrace (the server records it on the task)."""
+
+    def stage(self, stage: Stage) -> None: ...
+
+    def log(self, line: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Module:
+    """A file mapped into the crashed process, identified by its GNU build-id."""
+
+    path: str
+    build_id: str
+    # Where it was mapped in the crashed process (0 when unknown).
+    start: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class ResolvedModule:
+    """A module and the exact packages that ship it and its debug data, if any."""
+
+    module: Module
+    binary: Package | None
+    debuginfo: Package | None
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RetraceResult:
+    release_id: str
+    executable: str
+    crashed_package: str
+    # What ABRT shows: every thread's backtrace, libraries, registers, disassembly.
+    backtrace: str
+    # Threads, frames and modules as data (see builder/report.py for the shape).
+    report: dict[str, Any]
+    package_set: PackageSet
+    modules: tuple[ResolvedModule, ...]
+    # The image gdb ran in, and whether it came from the cache (nothing was installed).
+    environment_image: str
+    environment_cached: bool
+    steps: tuple[StepTiming, ...] = field(default=())
+
+    @property
+    def missing_debuginfo(self) -> tuple[Module, ...]:
+        return tuple(m.module for m in self.modules if m.debuginfo is None)
+
+    @property
+    def missing_package(self) -> tuple[Module, ...]:
+        return tuple(m.module for m in self.modules if m.binary is None)

@@ -1,0 +1,232 @@
+"""Retrace one crash: recognise it, resolve its packages, build the environment, run gdb."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from retracer.builder.environment import Environments
+from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
+from retracer.builder.model import (
+    Module,
+    ResolvedModule,
+    RetraceObserver,
+    RetraceResult,
+    Stage,
+    StepTiming,
+)
+from retracer.builder.problem import Problem, read_problem
+from retracer.builder.report import describe_modules, locate_frames, parse_gdb_output
+from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
+from retracer.builder.settings import BuilderSettings
+from retracer.sync.errors import PackageNotFound
+from retracer.sync.metadata import RepositoryIndex
+from retracer.sync.model import Package, PackageSet
+from retracer.sync.settings import ReleaseSettings
+
+log = logging.getLogger(__name__)
+
+DRIVER_IN_SANDBOX = "/retrace/gdb_report.py"
+
+
+class _Silent:
+    def stage(self, stage: Stage) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        pass
+
+
+class Analyzer:
+    """Retraces crashes; keep one per worker process so repository indexes stay warm."""
+
+    def __init__(
+        self,
+        settings: BuilderSettings,
+        releases: Sequence[ReleaseSettings],
+        state_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.releases = tuple(releases)
+        self.state_dir = state_dir
+        self._indexes = {r.id: RepositoryIndex(r, state_dir / "index") for r in self.releases}
+
+    def index(self, release: ReleaseSettings) -> RepositoryIndex:
+        return self._indexes[release.id]
+
+    def retrace(self, problem_dir: Path, observer: RetraceObserver | None = None) -> RetraceResult:
+        """Produce the backtrace of the crash in ``problem_dir``.
+
+        Raises:
+            BuilderError: the crash, the sandbox or gdb failed; ``reason`` says how.
+            SyncError: the release is unknown or its repository lacks a package.
+        """
+        run = _Run(observer or _Silent())
+        run.stage(Stage.ANALYZING)
+        with run.step("reading the problem directory"):
+            problem = read_problem(problem_dir, self.releases)
+        run.log(f"release {problem.release.id}, executable {problem.executable}")
+        with Sandbox(self.settings) as sandbox:
+            environments = Environments(sandbox, self.settings, self.state_dir / "images")
+            with run.step("preparing the base image"):
+                base = environments.base_image(problem.release)
+            with _readable_core(problem.core) as core:
+                with run.step("inspecting the core"):
+                    modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
+                run.log(f"{len(modules)} modules with build-ids mapped")
+                with run.step("resolving packages"):
+                    crashed, resolved = self._resolve(problem, modules)
+                for line in _missing_lines(resolved):
+                    run.log(line)
+                package_set = PackageSet(
+                    problem.release.release, tuple(_packages(crashed, resolved))
+                )
+                run.stage(Stage.PREPARING)
+                with run.step("preparing the environment"):
+                    environment = environments.for_packages(package_set, problem.release)
+                if environment.cached:
+                    run.log(f"environment {environment.image} reused from the cache")
+                else:
+                    run.log(f"installed with dnf: {' '.join(environment.installed_by_dnf)}")
+                run.stage(Stage.GENERATING)
+                with run.step("running gdb"):
+                    output = sandbox.run(self._gdb_spec(environment.image, core, problem))
+            run.stage(Stage.CLEANING)
+        report = parse_gdb_output(output.stdout)
+        locate_frames(report.data, modules)
+        data = {
+            "release": problem.release.id,
+            "executable": problem.executable,
+            "package": crashed.nevra,
+            **report.data,
+            "modules": describe_modules(resolved),
+            "missing_debuginfo": [
+                {"path": r.module.path, "build_id": r.module.build_id}
+                for r in resolved
+                if r.debuginfo is None
+            ],
+            "packages": [p.nevra for p in package_set.packages],
+            "environment_cached": environment.cached,
+        }
+        return RetraceResult(
+            release_id=problem.release.id,
+            executable=problem.executable,
+            crashed_package=crashed.nevra,
+            backtrace=report.backtrace,
+            report=data,
+            package_set=package_set,
+            modules=resolved,
+            environment_image=environment.image,
+            environment_cached=environment.cached,
+            steps=tuple(run.timings),
+        )
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.limits.gdb_timeout_seconds
+
+    def _resolve(
+        self, problem: Problem, modules: Sequence[Module]
+    ) -> tuple[Package, tuple[ResolvedModule, ...]]:
+        index = self.index(problem.release)
+        crashed = index.find(problem.package, problem.arch)
+        if crashed is None:
+            raise PackageNotFound(problem.package, problem.release.id)
+        matches = index.match_build_ids(m.build_id for m in modules)
+        resolved = tuple(
+            ResolvedModule(m, matches[m.build_id].binary, matches[m.build_id].debuginfo)
+            for m in modules
+        )
+        executable = next((r for r in resolved if r.module.path == problem.executable), None)
+        if executable and executable.binary and executable.binary.nvr != crashed.nvr:
+            log.warning(
+                "package file says %s but the executable comes from %s",
+                crashed.nvr,
+                executable.binary.nvr,
+            )
+        return crashed, resolved
+
+    def _gdb_spec(self, image: str, core: Path, problem: Problem) -> RunSpec:
+        driver = Path(str(resources.files("retracer.images").joinpath("gdb_report.py")))
+        return RunSpec(
+            image=image,
+            command=["gdb", "-nx", "-batch", "-x", DRIVER_IN_SANDBOX],
+            step="gdb",
+            timeout=self._timeout,
+            mounts=[BindMount(core, CORE_IN_SANDBOX), BindMount(driver, DRIVER_IN_SANDBOX)],
+            environment={
+                "RETRACER_CORE": CORE_IN_SANDBOX,
+                "RETRACER_EXECUTABLE": problem.executable,
+                "HOME": "/tmp",
+            },
+        )
+
+
+class _Run:
+    """Reports stages to the observer and times each step into the log."""
+
+    def __init__(self, observer: RetraceObserver) -> None:
+        self.observer = observer
+        self.timings: list[StepTiming] = []
+
+    def stage(self, stage: Stage) -> None:
+        self.observer.stage(stage)
+        self.log(stage.value)
+
+    def log(self, line: str) -> None:
+        log.debug(line)
+        self.observer.log(line)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            seconds = time.monotonic() - started
+            self.timings.append(StepTiming(name, seconds))
+            self.log(f"{name}: {seconds:.2f} s")
+
+
+def _packages(crashed: Package, resolved: Sequence[ResolvedModule]) -> list[Package]:
+    packages = {crashed}
+    for module in resolved:
+        packages.update(p for p in (module.binary, module.debuginfo) if p is not None)
+    return sorted(packages)
+
+
+def _missing_lines(resolved: Sequence[ResolvedModule]) -> Iterator[str]:
+    for r in resolved:
+        module = f"{r.module.path} (build-id {r.module.build_id})"
+        if r.binary is None:
+            yield f"no package in the repository ships module {module}"
+        elif r.debuginfo is None:
+            yield f"no debuginfo for module {module}"
+
+
+@contextmanager
+def _readable_core(core: Path) -> Iterator[Path]:
+    """The core as a file gdb's unprivileged user can read.
+
+    Kernel cores are 0600 root; the sandbox user is ``nobody``. A world-readable core
+    is used as it is (the spool keeps it in a private directory); otherwise a private
+    copy is made readable.
+    """
+    if core.stat().st_mode & 0o004:
+        yield core
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="retracer-core-"))
+    try:
+        copy = scratch / "coredump"
+        shutil.copyfile(core, copy)
+        os.chmod(copy, 0o644)
+        yield copy
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,227 @@
+"""Disposable podman containers for everything that touches an untrusted core.
+
+This is the only module that imports ``podman``. Every container it starts runs
+with no network, no new privileges, explicit ulimits, memory, pids and CPU caps
+and a wall-clock timeout; it is always removed afterwards, whether the command
+succeeded, failed or was killed. podman-py's errors become builder errors here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from podman import PodmanClient
+from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
+
+from retracer.builder.errors import SandboxFailed, SandboxUnavailable, StepTimeout
+from retracer.builder.settings import BuilderSettings
+
+log = logging.getLogger(__name__)
+
+# The unprivileged user gdb runs as ("nobody" in every distribution).
+SANDBOX_USER = "65534:65534"
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One command to run in a fresh container of ``image``."""
+
+    image: str
+    command: Sequence[str]
+    # Says what the command does, for errors: "installing packages", "running gdb".
+    step: str
+    timeout: float
+    mounts: Sequence[BindMount] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    # Installing packages needs root inside the container (still without network,
+    # and with no-new-privileges); inspecting and debugging never does.
+    as_root: bool = False
+    # Commit the container's result to this image reference when the command succeeds.
+    commit_to: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    exit_code: int
+    stdout: str
+    stderr: str
+    oom_killed: bool
+    seconds: float
+
+
+class Sandbox:
+    """A connection to the podman service, offering the few verbs the analyzer needs."""
+
+    def __init__(self, settings: BuilderSettings) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        try:
+            self.client = PodmanClient(base_url=settings.podman_url, timeout=60)
+            self.client.ping()
+        except (PodmanError, requests.RequestException, OSError) as error:
+            raise SandboxUnavailable(settings.podman_url, _short(error)) from error
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def image_exists(self, reference: str) -> bool:
+        with self._translated("looking up an image"):
+            return bool(self.client.images.exists(reference))
+
+    def image_size(self, reference: str) -> int:
+        with self._translated("measuring an image"):
+            return int(self.client.images.get(reference).attrs.get("Size", 0))
+
+    def remove_image(self, reference: str) -> None:
+        with self._translated("removing an image"), suppress(ImageNotFound):
+            self.client.images.remove(reference, force=True)
+
+    def pull(self, reference: str) -> None:
+        with self._translated(f"pulling {reference}"):
+            self.client.images.pull(reference)
+
+    def import_rootfs(self, root: Path, reference: str) -> None:
+        """Turn a directory into an image (podman-py has no wrapper for import)."""
+        with tempfile.TemporaryFile(dir=root.parent) as archive:
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                for entry in sorted(os.listdir(root)):
+                    tar.add(root / entry, arcname=entry)
+            archive.seek(0)
+            with self._translated("importing the base image"):
+                response = self.client.api.post(
+                    "/images/import", params={"reference": reference}, data=archive
+                )
+                response.raise_for_status()
+
+    def run(self, spec: RunSpec) -> RunOutput:
+        """Run ``spec.command`` in a new container and remove it, whatever happens.
+
+        Raises:
+            StepTimeout: the command ran past ``spec.timeout`` and was killed.
+            SandboxFailed: podman refused to create, start or commit the container.
+        """
+        started = time.monotonic()
+        with self._translated(spec.step), self._container(spec) as container:
+            container.start()
+            try:
+                exit_code = container.wait(timeout=spec.timeout)
+            except requests.exceptions.RequestException as error:
+                if time.monotonic() - started < spec.timeout:
+                    raise
+                container.kill()
+                raise StepTimeout(spec.step, spec.timeout) from error
+            container.reload()
+            state = container.attrs.get("State", {})
+            stdout = b"".join(container.logs(stdout=True, stderr=False, stream=False))
+            stderr = b"".join(container.logs(stdout=False, stderr=True, stream=False))
+            if spec.commit_to and exit_code == 0:
+                container.commit(repository=spec.commit_to)
+        return RunOutput(
+            exit_code=int(exit_code),
+            stdout=stdout.decode(errors="replace"),
+            stderr=stderr.decode(errors="replace"),
+            oom_killed=bool(state.get("OOMKilled")),
+            seconds=time.monotonic() - started,
+        )
+
+    def containers(self) -> list[str]:
+        """Names of this retracer's containers that still exist (there should be none)."""
+        with self._translated("listing containers"):
+            return [
+                c.name
+                for c in self.client.containers.list(all=True)
+                if c.name.startswith(f"{self.settings.name_prefix}-")
+            ]
+
+    @contextmanager
+    def _container(self, spec: RunSpec) -> Iterator[Any]:
+        name = f"{self.settings.name_prefix}-{spec.step.split()[0]}-{secrets.token_hex(6)}"
+        container = self.client.containers.create(**self._create_args(spec, name))
+        try:
+            yield container
+        finally:
+            try:
+                container.remove(force=True)
+            except NotFound:
+                pass
+            except APIError as error:
+                log.warning("could not remove container %s: %s", name, _short(error))
+
+    def _create_args(self, spec: RunSpec, name: str) -> dict[str, Any]:
+        limits = self.limits
+        ulimits = [
+            {"Name": "nofile", "Soft": limits.nofile, "Hard": limits.nofile},
+            {"Name": "nproc", "Soft": limits.nproc, "Hard": limits.nproc},
+            # gdb crashing on a hostile core must not write a core of its own.
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ]
+        args: dict[str, Any] = {
+            "image": spec.image,
+            "command": list(spec.command),
+            "name": name,
+            "labels": {"io.retracer.step": spec.step},
+            "network_mode": "none",
+            "mounts": [
+                {
+                    "type": "bind",
+                    "source": str(mount.source),
+                    "target": mount.target,
+                    "read_only": mount.read_only,
+                }
+                for mount in spec.mounts
+            ],
+            "environment": dict(spec.environment),
+            "mem_limit": f"{limits.memory_mib}m",
+            "memswap_limit": f"{limits.memory_mib}m",
+            "pids_limit": limits.pids,
+            "nano_cpus": int(limits.cpus * 1e9),
+            "security_opt": ["no-new-privileges"],
+            "ulimits": ulimits,
+        }
+        if not spec.as_root:
+            args.update(
+                user=SANDBOX_USER,
+                cap_drop=["ALL"],
+                read_only=True,
+                tmpfs={"/tmp": "rw,size=64m,mode=1777"},
+            )
+        return args
+
+    @contextmanager
+    def _translated(self, step: str) -> Iterator[None]:
+        try:
+            yield
+        except (requests.ConnectionError, ConnectionError) as error:
+            raise SandboxUnavailable(self.settings.podman_url, _short(error)) from error
+        except (PodmanError, requests.RequestException) as error:
+            raise SandboxFailed(step, _short(error)) from error
+
+
+def _short(error: BaseException) -> str:
+    """A one-line description of a foreign error, without trailing punctuation."""
+    text = getattr(error, "explanation", None) or str(error) or type(error).__name__
+    return " ".join(str(text).split())[:300].rstrip(".")

@@ -1,0 +1,193 @@
+"""gdb driver run inside the retrace sandbox: ``gdb -nx -batch -x gdb_report.py``.
+
+It loads the executable and the core named by the environment, then prints the
+text ABRT shows (every thread's full backtrace, shared libraries, registers,
+disassembly around the faulting pc, the abort message) followed by a marker line
+and one JSON document describing the same threads and frames as data. It uses
+only gdb and the standard library: it runs in the release's own gdb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import gdb
+
+MARKER = "----- retracer report -----"
+MAX_FRAMES = 256
+MAX_VALUE = 200
+
+
+def execute(command: str) -> str:
+    try:
+        return str(gdb.execute(command, to_string=True))
+    except gdb.error as error:
+        return f"({command}: {error})\n"
+
+
+def setup() -> None:
+    for setting in (
+        "pagination off",
+        "width 0",
+        "height 0",
+        "confirm off",
+        "print frame-arguments scalars",
+        "print elements 128",
+        "debuginfod enabled off",  # no network in the sandbox anyway
+    ):
+        execute(f"set {setting}")
+
+
+def load(executable: str, core: str) -> None:
+    if executable and os.path.isfile(executable):
+        gdb.execute(f"file {executable}", to_string=True)
+    gdb.execute(f"core-file {core}", to_string=True)
+
+
+def signal_info() -> dict[str, object]:
+    try:
+        number = int(gdb.parse_and_eval("$_siginfo.si_signo"))
+    except gdb.error:
+        return {"number": None, "name": None}
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = None
+    return {"number": number, "name": name}
+
+
+def abort_message() -> str | None:
+    """glibc's __abort_msg (set by assert and malloc checks): struct {unsigned size; char msg[]}."""
+    try:
+        pointer = int(gdb.parse_and_eval("*(unsigned long *)&__abort_msg"))
+        if pointer == 0:
+            return None
+        return str(gdb.parse_and_eval(f"(char *)({pointer} + 4)").string()).strip() or None
+    except (gdb.error, gdb.MemoryError, UnicodeDecodeError):
+        return None
+
+
+def short(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
+
+
+def frame_locals(frame: gdb.Frame) -> dict[str, str]:
+    values: dict[str, str] = {}
+    try:
+        block = frame.block()
+    except RuntimeError:
+        return values
+    while block is not None and not block.is_global:
+        for symbol in block:
+            if (symbol.is_variable or symbol.is_argument) and symbol.name not in values:
+                try:
+                    values[symbol.name] = short(symbol.value(frame))
+                except (gdb.error, RuntimeError) as error:
+                    values[symbol.name] = f"<{error}>"
+        if block.function is not None:
+            break
+        block = block.superblock
+    return values
+
+
+def describe_frame(level: int, frame: gdb.Frame) -> dict[str, object]:
+    sal = frame.find_sal()
+    pc = frame.pc()
+    return {
+        "level": level,
+        "function": frame.name(),
+        "pc": pc,
+        "file": sal.symtab.filename if sal.symtab else None,
+        "line": sal.line or None,
+        "library": gdb.solib_name(pc),
+        "locals": frame_locals(frame),
+    }
+
+
+def describe_thread(thread: gdb.InferiorThread, crashed_num: int) -> dict[str, object]:
+    thread.switch()
+    frames: list[dict[str, object]] = []
+    frame = gdb.newest_frame()
+    while frame is not None and len(frames) < MAX_FRAMES:
+        frames.append(describe_frame(len(frames), frame))
+        try:
+            frame = frame.older()
+        except gdb.error:
+            break
+    return {
+        "num": thread.num,
+        "lwp": thread.ptid[1],
+        "name": thread.name,
+        "crashed": thread.num == crashed_num,
+        "frames": frames,
+    }
+
+
+def throw_site(frames: list[dict[str, object]]) -> dict[str, object] | None:
+    """Where an uncaught C++ exception was thrown: the caller of __cxa_throw."""
+    for index, frame in enumerate(frames[:-1]):
+        if frame["function"] in ("__cxa_throw", "__cxa_rethrow"):
+            caller = frames[index + 1]
+            return {k: caller[k] for k in ("function", "file", "line")}
+    return None
+
+
+def disassembly() -> str:
+    text = execute("disassemble")
+    lines = text.splitlines()
+    marked = [i for i, line in enumerate(lines) if line.startswith("=>")]
+    if not marked:
+        return execute("x/16i $pc")
+    here = marked[0]
+    return "\n".join(lines[max(0, here - 16) : here + 16]) + "\n"
+
+
+def main() -> None:
+    setup()
+    load(os.environ.get("RETRACER_EXECUTABLE", ""), os.environ["RETRACER_CORE"])
+    crashed = gdb.selected_thread()
+    crashed_num = crashed.num if crashed is not None else 1
+    info = signal_info()
+    message = abort_message()
+
+    threads = [
+        describe_thread(t, crashed_num)
+        for t in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num)
+    ]
+    crash_thread = next((t for t in threads if t["crashed"]), threads[0] if threads else None)
+    thrown = throw_site(crash_thread["frames"]) if crash_thread else None  # type: ignore[arg-type]
+
+    for thread in gdb.selected_inferior().threads():
+        if thread.num == crashed_num:
+            thread.switch()
+    sections = [
+        execute("thread apply all -ascending backtrace full"),
+        "Shared libraries:\n" + execute("info sharedlibrary"),
+        "Registers of the crashed thread:\n" + execute("info registers"),
+        "Disassembly around the faulting instruction:\n" + disassembly(),
+    ]
+    if message:
+        sections.append(f"Abort message: {message}\n")
+    if thrown:
+        sections.append(
+            "Uncaught C++ exception thrown in {function} at {file}:{line}\n".format(**thrown)
+        )
+    print("\n".join(sections), end="")
+    print(MARKER)
+    print(
+        json.dumps(
+            {
+                "signal": info,
+                "crash_thread": crashed_num,
+                "abort_message": message,
+                "throw_site": thrown,
+                "threads": threads,
+            }
+        )
+    )
+
+
+main()

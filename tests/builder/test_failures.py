@@ -1,0 +1,124 @@
+"""Bad crashes fail cleanly, each with one sentence a person can act on."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from retracer.builder.errors import BuilderError
+from retracer.builder.retrace import Analyzer
+from retracer.sync.errors import SyncError
+
+ProblemCopy = Callable[[str], Path]
+
+
+def core_header(e_type: int = 4, phnum: int = 1, note_size: int = 0x100) -> bytes:
+    """A 64-bit little-endian ELF header with one PT_NOTE program header."""
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    header = ident + struct.pack(
+        "<HHIQQQIHHHHHH", e_type, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0
+    )
+    note = struct.pack("<IIQQQQQQ", 4, 0, 0x1000, 0, 0, note_size, 0, 4)
+    return header + note * phnum
+
+
+def failure(analyzer: Analyzer, problem: Path) -> str:
+    with pytest.raises((BuilderError, SyncError)) as caught:
+        analyzer.retrace(problem)
+    reason = caught.value.reason
+    assert "\n" not in reason and reason.endswith(".")
+    return reason
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda core: core.write_bytes(b""), "The core cannot be used: it is empty."),
+        (
+            lambda core: core.write_bytes(b"MZ\x90\x00 not an ELF file at all" * 10),
+            "The core cannot be used: it is not an ELF file.",
+        ),
+        (
+            lambda core: core.write_bytes(core_header(e_type=2) + bytes(4096)),
+            "The core cannot be used: it is an ELF file but not a core dump.",
+        ),
+        (
+            lambda core: core.write_bytes(core.read_bytes()[: core.stat().st_size // 3]),
+            "The core cannot be used: it is truncated: segment",
+        ),
+        (
+            lambda core: core.write_bytes(core_header(phnum=1000)[:200]),
+            "The core cannot be used: it is truncated: its program headers run past the end",
+        ),
+    ],
+    ids=["empty", "not-elf", "elf-not-core", "truncated", "truncated-headers"],
+)
+def test_hostile_core_is_refused_with_a_reason(
+    analyzer: Analyzer, problem_copy: ProblemCopy, damage: Callable[[Path], object], reason: str
+) -> None:
+    problem = problem_copy("crasher")
+    damage(problem / "coredump")
+    assert failure(analyzer, problem).startswith(reason)
+
+
+def test_core_with_a_huge_note_is_refused(analyzer: Analyzer, problem_copy: ProblemCopy) -> None:
+    problem = problem_copy("crasher")
+    core = problem / "coredump"
+    with core.open("wb") as file:
+        file.write(core_header(note_size=200 << 20))
+        file.truncate((200 << 20) + 0x2000)  # sparse: the note "fits" in the file
+    assert failure(analyzer, problem) == (
+        "The core cannot be used: its notes are implausibly large (209715200 bytes)."
+    )
+
+
+def test_core_with_no_modules_fails_in_the_sandbox(
+    analyzer: Analyzer, problem_copy: ProblemCopy
+) -> None:
+    problem = problem_copy("crasher")
+    (problem / "coredump").write_bytes(core_header() + bytes(0x2000))
+    assert failure(analyzer, problem).startswith("The core cannot be used: ")
+
+
+def test_unknown_release_lists_the_supported_ones(
+    analyzer: Analyzer, problem_copy: ProblemCopy
+) -> None:
+    problem = problem_copy("crasher")
+    (problem / "os_release").write_text("Fedora release 41 (Forty One)\n")
+    (problem / "os_info").unlink()
+    assert failure(analyzer, problem) == (
+        "Unknown release 'fedora-41-x86_64'; this server supports: testos-1-x86_64."
+    )
+
+
+def test_package_not_in_the_repository(analyzer: Analyzer, problem_copy: ProblemCopy) -> None:
+    problem = problem_copy("crasher")
+    (problem / "package").write_text("crasher-9.9-1\n")
+    assert failure(analyzer, problem) == (
+        "Package crasher-9.9-1 is not in the repository of testos-1-x86_64."
+    )
+
+
+@pytest.mark.parametrize(
+    ("member", "content", "reason"),
+    [
+        ("executable", None, "The problem file 'executable' is missing."),
+        ("executable", "usr/bin/crasher",
+         "The problem file 'executable' must hold an absolute path."),
+        ("package", "x" * 200, "The problem file 'package' is longer than 128 bytes."),
+        ("package", "a\nb",
+         "The problem file 'package' must hold one line of printable text."),
+    ],
+)  # fmt: skip
+def test_bad_problem_files(
+    analyzer: Analyzer, problem_copy: ProblemCopy, member: str, content: str | None, reason: str
+) -> None:
+    problem = problem_copy("crasher")
+    if content is None:
+        (problem / member).unlink()
+    else:
+        (problem / member).write_text(content)
+    assert failure(analyzer, problem) == reason

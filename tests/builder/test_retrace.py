@@ -1,0 +1,132 @@
+"""Real retraces of the testos crashes: real podman, real dnf, real gdb."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from retracer.builder.model import RetraceResult, Stage
+from retracer.builder.retrace import Analyzer
+from retracer.builder.sandbox import Sandbox
+from tests.builder.conftest import RecordingObserver
+from tests.testos import Testos
+
+Retraced = Callable[[str], RetraceResult]
+
+
+def crashed_thread(result: RetraceResult) -> dict[str, Any]:
+    (thread,) = [t for t in result.report["threads"] if t["crashed"]]
+    return thread
+
+
+def frame_sites(thread: dict[str, Any]) -> list[str]:
+    return [f"{f['file']}:{f['line']}" for f in thread["frames"] if f["file"]]
+
+
+def test_crash_in_old_libcrash_uses_the_old_debuginfo(retraced: Retraced, testos: Testos) -> None:
+    crash = testos.crashes["crasher"]
+    result = retraced("crasher")
+    top = crashed_thread(result)["frames"][0]
+
+    assert top["function"] == crash.crash_function
+    assert f"{top['file']}:{top['line']}".endswith(crash.crash_site)
+    assert top["module"].endswith(".so.2") or "libcrash" in top["module"]
+    assert top["locals"]  # debuginfo gives the frame's variables
+    assert crash.crash_function in result.backtrace
+    assert crash.newer_function not in result.backtrace
+    assert crash.newer_crash_site not in "\n".join(frame_sites(crashed_thread(result)))
+    installed = {p.nevra for p in result.package_set.packages}
+    assert {"libcrash-2.0-1.x86_64", "libcrash-debuginfo-2.0-1.x86_64"} <= installed
+    assert {"crasher-1.0-1.x86_64", "crasher-debuginfo-1.0-1.x86_64"} <= installed
+    assert not any(n.startswith(("libcrash-2.1", "crasher-1.1")) for n in installed)
+    assert result.report["signal"]["name"] == "SIGSEGV"
+
+
+def test_report_names_module_build_id_and_offset(retraced: Retraced) -> None:
+    result = retraced("crasher")
+    top = crashed_thread(result)["frames"][0]
+    modules = {m["path"]: m for m in result.report["modules"]}
+    assert top["build_id"] == modules[top["module"]]["build_id"]
+    assert 0 < top["offset"] < 1 << 24
+    assert modules[top["module"]]["debuginfo"] == "libcrash-debuginfo-2.0-1.x86_64"
+
+
+def test_text_has_every_section_abrt_shows(retraced: Retraced) -> None:
+    text = retraced("crasher").backtrace
+    for section in (
+        "Thread 1",
+        "Shared libraries:",
+        "Registers of the crashed thread:",
+        "rip",
+        "Disassembly around the faulting instruction:",
+        "=>",
+    ):
+        assert section in text
+
+
+def test_threaded_crash_shows_every_thread_and_the_crashed_one(
+    retraced: Retraced, testos: Testos
+) -> None:
+    crash = testos.crashes["threadcrash"]
+    result = retraced("threadcrash")
+    threads = result.report["threads"]
+    assert len(threads) >= 3
+    assert all(t["frames"] for t in threads)
+    crashed = crashed_thread(result)
+    assert result.report["crash_thread"] == crashed["num"]
+    assert crashed["frames"][0]["function"] == crash.crash_function
+    assert any(s.endswith(crash.crash_site) for s in frame_sites(crashed))
+    for thread in threads:
+        assert f"Thread {thread['num']} " in result.backtrace
+
+
+def test_cxx_abort_shows_the_throw_site_and_the_message(retraced: Retraced, testos: Testos) -> None:
+    crash = testos.crashes["cxxabort"]
+    result = retraced("cxxabort")
+    site = result.report["throw_site"]
+    assert (
+        site["function"].startswith(crash.crash_function)
+        or crash.crash_function in site["function"]
+    )
+    assert f"{site['file']}:{site['line']}".endswith(crash.crash_site)
+    assert result.report["signal"]["name"] == "SIGABRT"
+    assert "Uncaught C++ exception thrown in" in result.backtrace
+    frames = crashed_thread(result)["frames"]
+    thrower = next(f for f in frames if crash.crash_function in (f["function"] or ""))
+    assert any("cxx_message" in name for name in thrower["locals"])
+
+
+def test_missing_debuginfo_is_reported_and_the_rest_is_full(
+    retraced: Retraced, testos: Testos
+) -> None:
+    crash = testos.crashes["quietcrash"]
+    result = retraced("quietcrash")
+    missing = result.report["missing_debuginfo"]
+    quiet = [m for m in missing if "libquiet" in m["path"]]
+    assert len(quiet) == 1 and len(quiet[0]["build_id"]) == 40
+    assert any(m.module.path == quiet[0]["path"] for m in result.missing_debuginfo)
+    top = crashed_thread(result)["frames"][0]
+    assert top["function"] == crash.crash_function
+    assert f"{top['file']}:{top['line']}".endswith(crash.crash_site)
+    quiet_frames = [f for f in crashed_thread(result)["frames"] if f["module"] == quiet[0]["path"]]
+    assert quiet_frames and all(f["file"] is None for f in quiet_frames)
+
+
+def test_second_retrace_of_the_same_package_set_reuses_the_environment(
+    analyzer: Analyzer, testos: Testos, retraced: Retraced
+) -> None:
+    first_run = retraced("crasher")
+    with Sandbox(analyzer.settings) as sandbox:
+        sandbox.remove_image(first_run.environment_image)
+    observer = RecordingObserver()
+    first = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
+    assert not first.environment_cached
+    assert any(line.startswith("installed with dnf:") for line in observer.lines)
+
+    observer = RecordingObserver()
+    second = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
+    assert second.environment_cached
+    assert not any(line.startswith("installed with dnf:") for line in observer.lines)
+    assert any("reused from the cache" in line for line in observer.lines)
+    assert second.backtrace == first.backtrace
+    assert observer.stages == [Stage.ANALYZING, Stage.PREPARING, Stage.GENERATING, Stage.CLEANING]

@@ -1,0 +1,108 @@
+"""The sandbox's limits hold for real: network, memory, pids, time, cleanup."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from retracer.builder.errors import StepTimeout
+from retracer.builder.retrace import Analyzer
+from retracer.builder.sandbox import RunOutput, RunSpec, Sandbox
+from retracer.builder.settings import SandboxLimits
+from tests.testos import Testos
+
+
+@pytest.fixture(scope="module")
+def base_image(analyzer: Analyzer, testos: Testos) -> str:
+    from retracer.builder.environment import Environments
+
+    with Sandbox(analyzer.settings) as sandbox:
+        environments = Environments(sandbox, analyzer.settings, analyzer.state_dir / "images")
+        return environments.base_image(analyzer.releases[0])
+
+
+FORK_MANY = """
+import os, time
+started = 0
+try:
+    for _ in range(100):
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        started += 1
+except OSError:
+    pass
+print("started", started)
+"""
+
+
+def run(analyzer: Analyzer, image: str, script: str, **limits: float) -> RunOutput:
+    settings = analyzer.settings
+    if limits:
+        settings = dataclasses.replace(
+            settings, limits=dataclasses.replace(settings.limits, **limits)
+        )
+    with Sandbox(settings) as sandbox:
+        return sandbox.run(
+            RunSpec(image=image, command=["bash", "-c", script], step="test", timeout=60)
+        )
+
+
+def test_no_network_but_loopback(analyzer: Analyzer, base_image: str) -> None:
+    output = run(
+        analyzer,
+        base_image,
+        "ls /sys/class/net; (echo > /dev/tcp/10.0.2.2/80) 2>/dev/null && echo CONNECTED; true",
+    )
+    assert output.stdout.split() == ["lo"]
+    assert "CONNECTED" not in output.stdout
+
+
+def test_runs_unprivileged_and_read_only(analyzer: Analyzer, base_image: str) -> None:
+    output = run(
+        analyzer,
+        base_image,
+        "id -u; grep CapEff /proc/self/status; touch /usr/x 2>&1;"
+        " grep NoNewPrivs /proc/self/status",
+    )
+    lines = output.stdout.splitlines()
+    assert lines[0] == "65534"
+    assert lines[1].split() == ["CapEff:", "0000000000000000"]
+    assert "Read-only file system" in output.stdout
+    assert lines[-1].split() == ["NoNewPrivs:", "1"]
+
+
+def test_memory_limit_holds(analyzer: Analyzer, base_image: str) -> None:
+    # Touch 400 MiB under a 128 MiB cap.
+    output = run(
+        analyzer,
+        base_image,
+        'python3 -c \'x = b"a" * (400 << 20); print("survived", len(x))\'',
+        memory_mib=128,
+    )
+    assert "survived" not in output.stdout
+    assert output.oom_killed or output.exit_code == 137
+
+
+def test_pids_limit_holds(analyzer: Analyzer, base_image: str) -> None:
+    output = run(analyzer, base_image, f"python3 -c '{FORK_MANY}'", pids=20)
+    started = int(output.stdout.split()[-1])
+    assert started < 20
+
+
+def test_hanging_gdb_is_stopped_at_the_timeout(analyzer: Analyzer, base_image: str) -> None:
+    limits = SandboxLimits(gdb_timeout_seconds=3)
+    settings = dataclasses.replace(analyzer.settings, limits=limits)
+    with Sandbox(settings) as sandbox:
+        with pytest.raises(StepTimeout) as caught:
+            sandbox.run(
+                RunSpec(
+                    image=base_image,
+                    command=["gdb", "-nx", "-batch", "-ex", "shell sleep 120"],
+                    step="gdb",
+                    timeout=limits.gdb_timeout_seconds,
+                )
+            )
+        assert caught.value.reason == "gdb timed out after 3 s."
+        assert sandbox.containers() == []
