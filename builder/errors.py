@@ -55,4 +55,4 @@ class StepTimeout(BuilderError):
     def __init__(self, step: str, seconds: float) -> None:
         self.step = step
         self.seconds = seconds
-        super().__init__(f"{step[:1].upper()}{step[1:]} timed out after {seconds:g} s.")
+        super().__init__(f"{step} timed out after {seconds:g} s.")

@@ -139,7 +139,8 @@ class Sandbox:
             stdout = b"".join(container.logs(stdout=True, stderr=False, stream=False))
             stderr = b"".join(container.logs(stdout=False, stderr=True, stream=False))
             if spec.commit_to and exit_code == 0:
-                container.commit(repository=spec.commit_to)
+                repository, _, tag = spec.commit_to.rpartition(":")
+                container.commit(repository=repository, tag=tag)
         return RunOutput(
             exit_code=int(exit_code),
             stdout=stdout.decode(errors="replace"),
@@ -199,15 +200,21 @@ class Sandbox:
             "memswap_limit": f"{limits.memory_mib}m",
             "pids_limit": limits.pids,
             "nano_cpus": int(limits.cpus * 1e9),
-            "security_opt": ["no-new-privileges"],
+            # podman-py passes security_opt on as SELinux options; this is the real switch.
+            "no_new_privileges": True,
             "ulimits": ulimits,
         }
         if not spec.as_root:
-            args.update(
-                user=SANDBOX_USER,
-                cap_drop=["ALL"],
-                read_only=True,
-                tmpfs={"/tmp": "rw,size=64m,mode=1777"},
+            args.update(user=SANDBOX_USER, cap_drop=["ALL"], read_only=True)
+            # gdb and its Python want a writable /tmp; the root stays read-only.
+            args["mounts"].append(
+                {
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "target": "/tmp",
+                    "size": "64m",
+                    "mode": "1777",
+                }
             )
         return args
 

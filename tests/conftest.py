@@ -15,7 +15,7 @@ import pytest
 
 from retracer.server.config import Config, config_from_mapping
 from tests.podman_service import PodmanLauncher, PodmanService
-from tests.testos import Testos, build_testos
+from tests.testos.fixture import testos  # noqa: F401  (the session fixture, shared)
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +37,3 @@ def config_factory(tmp_path: Path) -> Callable[..., Config]:
         return config_from_mapping(merged, tmp_path)
 
     return make
-
-
-@pytest.fixture(scope="session")
-def testos(podman_service: PodmanService) -> Testos:
-    """The synthetic release with its crashes; built on first use, then cached on disk."""
-    return build_testos(podman_service.url)

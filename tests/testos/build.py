@@ -1,0 +1,166 @@
+"""Build testos layer by layer, each cached under its own input hash.
+
+    rootfs-<key>   mmdebstrap output              (about 40 s)
+    base-<key>     testos-base RPM                (about 20 s)
+    apps-<key>     application RPMs + debuginfo   (a few seconds)
+    release-<key>  repo/, crashes/, manifest.json (dnf, podman: about 30 s)
+
+``<cache_root>/demo`` points at the newest release, for scripts/demo and the
+server's default configuration.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.cache import cache_root, digest_of
+from tests.podman_service import PodmanLauncher
+from tests.testos import crashes, model, osrelease, problem, repo
+from tests.testos.base import base_key, build_base_rpm
+from tests.testos.crashes import PROGRAMS, crash_programs, crash_site, install_user_root
+from tests.testos.model import Crash, Testos
+from tests.testos.repo import make_repository
+from tests.testos.rootfs import rootfs_key
+from tests.testos.rpms import DEBUGINFO_WITHHELD, apps_key, build_app_rpms
+from tests.testos.steps import cached_dir, log, step
+
+DEMO_LINK = "demo"
+
+
+def layers_dir() -> Path:
+    return cache_root() / "testos"
+
+
+def release_dir() -> Path:
+    modules = (crashes, model, osrelease, problem, repo)
+    key = digest_of([base_key(), apps_key(), *(Path(m.__file__ or "") for m in modules)])
+    return layers_dir() / f"release-{key}"
+
+
+def is_cached() -> bool:
+    """True when ``build_testos`` would only read the cache (no podman needed)."""
+    return (release_dir() / model.MANIFEST).is_file()
+
+
+def build_testos(podman_url: str | None = None) -> Testos:
+    """The cached testos release, built first if needed (a few minutes cold).
+
+    ``podman_url`` is the test podman service to crash the programs in; without
+    one, a private service is started (on the tests' storage) when it is needed.
+    """
+    # Keys are taken once, so sources edited during a build can't make it prune itself.
+    current = current_layer_names()
+    release = layers_dir() / current[-1]
+    with step("testos release"), build_lock(layers_dir()):
+        cached_dir(release, lambda work: build_release(work, podman_url))
+        point_demo_link_at(release)
+        prune_stale_layers(current)
+    log(f"testos release at {release}")
+    return model.load(release)
+
+
+def build_release(work: Path, podman_url: str | None) -> None:
+    layers = layers_dir()
+    rpms = [*build_base_rpm(layers).glob("*.rpm"), *build_app_rpms(layers).glob("*.rpm")]
+    make_repository(work / "repo", rpms, DEBUGINFO_WITHHELD)
+    scratch = work / "scratch"
+    scratch.mkdir()
+    user_root = scratch / "root"
+    installed = install_user_root(user_root, work / "repo", scratch)
+    tag = work.name.rsplit("-", 1)[-1].lower()  # unique per build attempt
+    with podman(podman_url) as url:
+        cores = crash_programs(url, user_root, tag, scratch / "cores", scratch)
+    found: dict[str, Crash] = {}
+    for program in PROGRAMS:
+        crash_dir = work / "crashes" / program.name
+        problem_dir = crash_dir / "problem"
+        archive = crash_dir / f"{program.name}.tar.xz"
+        problem.write_problem_dir(problem_dir, cores[program.name], program.executable, program.nvr)
+        problem.write_archive(problem_dir, archive)
+        found[program.name] = Crash(
+            name=program.name,
+            problem_dir=problem_dir,
+            archive=archive,
+            executable=program.executable,
+            package=program.nvr,
+            installed=installed,
+            crash_function=program.crash_function,
+            crash_site=crash_site(program.crash_source),
+            newer_function=program.newer_function,
+            newer_crash_site=crash_site(program.newer_source),
+        )
+    shutil.rmtree(scratch)
+    model.save(
+        Testos(
+            root=work,
+            repo=work / "repo",
+            release_id=osrelease.RELEASE_ID,
+            os_release=osrelease.SYSTEM_RELEASE,
+            crashes=found,
+        )
+    )
+
+
+def current_layer_names() -> tuple[str, ...]:
+    """The cache entries the current sources map to, the release last."""
+    return (
+        f"rootfs-{rootfs_key()}",
+        f"base-{base_key()}",
+        f"apps-{apps_key()}",
+        release_dir().name,
+    )
+
+
+def prune_stale_layers(current: tuple[str, ...]) -> None:
+    """Remove layers of older inputs and leftovers of interrupted builds (under the lock)."""
+    for entry in layers_dir().iterdir():
+        if entry.is_dir() and entry.name not in current:
+            log(f"removing stale layer {entry.name}")
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextmanager
+def podman(url: str | None) -> Iterator[str]:
+    """The given service, or a private one for the duration of the build."""
+    if url is not None:
+        yield url
+        return
+    socket_dir = Path(tempfile.mkdtemp(prefix="retracer-testos-podman-"))
+    launcher = PodmanLauncher(socket_dir)
+    try:
+        yield launcher.start().url
+    finally:
+        launcher.stop()
+        if launcher.process is not None and launcher.process.stderr is not None:
+            launcher.process.stderr.close()  # stop() leaves the pipe open
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@contextmanager
+def build_lock(layers: Path) -> Iterator[None]:
+    """One build at a time across processes (tests and scripts/demo may race)."""
+    layers.mkdir(parents=True, exist_ok=True)
+    with (layers / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def point_demo_link_at(release: Path) -> None:
+    """Atomically repoint ``<cache_root>/demo`` (a relative symlink) at ``release``."""
+    link = cache_root() / DEMO_LINK
+    target = os.path.relpath(release, link.parent)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    temporary = link.with_name(f".{DEMO_LINK}-{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(target)
+    os.replace(temporary, link)

@@ -1,0 +1,45 @@
+"""The Debian root file system that stands in for the testos base system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.cache import digest_of
+from tests.testos.steps import cached_dir, run, step
+
+SUITE = "bookworm"
+# What a retrace environment needs (bash ... elfutils), plus tools the tests use.
+PACKAGES = ("bash", "coreutils", "gdb", "dnf", "rpm", "elfutils", "findutils", "xz-utils", "tar")
+# Documentation and translations only make the base RPM slower to build.
+DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/info/*",
+)
+
+
+def mmdebstrap_args(target: Path) -> list[str]:
+    return [
+        "mmdebstrap",
+        "--variant=apt",
+        "--include=" + ",".join(PACKAGES),
+        *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
+        "--quiet",
+        SUITE,
+        str(target),
+    ]
+
+
+def rootfs_key() -> str:
+    return digest_of(mmdebstrap_args(Path("rootfs.tar")))
+
+
+def build_rootfs(layers: Path) -> Path:
+    """A cached ``rootfs.tar`` made by mmdebstrap (about a minute cold)."""
+
+    def build(work: Path) -> None:
+        with step("mmdebstrap the Debian root file system"):
+            run(mmdebstrap_args(work / "rootfs.tar"))
+
+    return cached_dir(layers / f"rootfs-{rootfs_key()}", build) / "rootfs.tar"
