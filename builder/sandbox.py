@@ -149,6 +149,17 @@ class Sandbox:
             seconds=time.monotonic() - started,
         )
 
+    def images(self) -> list[str]:
+        """References of this retracer's images (base and environments)."""
+        prefix = f"localhost/{self.settings.name_prefix}-"
+        with self._translated("listing images"):
+            return [
+                tag
+                for image in self.client.images.list()
+                for tag in image.tags
+                if tag.startswith(prefix)
+            ]
+
     def containers(self) -> list[str]:
         """Names of this retracer's containers that still exist (there should be none)."""
         with self._translated("listing containers"):

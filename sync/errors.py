@@ -7,7 +7,16 @@ Exception tree::
     ├── RepositoryUnavailable  a local repository is missing or its metadata unreadable
     ├── PackageNotFound        a NEVRA or NVR is not in the local repository
     ├── SyncLocked             another sync of the same release is running
-    └── MirrorFailed           every mirror of an upstream failed
+    ├── MirrorFailed           every mirror of an upstream failed
+    ├── KeyUnavailable         a configured signing key cannot be read
+    ├── PublishFailed          the local repository's new metadata cannot be written
+    └── PackageRefused         one upstream package was not taken into the local repository
+        ├── DownloadFailed     no mirror delivered the file
+        ├── ChecksumMismatch   the file differs from what the upstream metadata promises
+        └── SignatureRejected  the file is unsigned or not signed by a configured key
+
+A ``PackageRefused`` never stops a sync: it is recorded in the summary, and the
+package stays out of the local repository.
 """
 
 from __future__ import annotations
@@ -54,3 +63,47 @@ class MirrorFailed(SyncError):
     def __init__(self, upstream: str, why: str) -> None:
         self.upstream = upstream
         super().__init__(f"Every mirror of upstream {upstream!r} failed: {why}.")
+
+
+class PackageRefused(SyncError):
+    """One package was not taken; ``file_name`` names it, ``reason`` says why."""
+
+    def __init__(self, file_name: str, reason: str) -> None:
+        self.file_name = file_name
+        super().__init__(reason)
+
+
+class DownloadFailed(PackageRefused):
+    def __init__(self, file_name: str, why: str) -> None:
+        self.why = why
+        super().__init__(file_name, f"{file_name} could not be downloaded: {why}.")
+
+
+class ChecksumMismatch(PackageRefused):
+    def __init__(self, file_name: str, url: str, expected: str, found: str) -> None:
+        self.url = url
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            file_name,
+            f"{file_name} from {url} does not match the upstream metadata "
+            f"(expected {expected}, found {found}).",
+        )
+
+
+class SignatureRejected(PackageRefused):
+    def __init__(self, file_name: str, why: str) -> None:
+        self.why = why
+        super().__init__(file_name, f"{file_name} fails the signature check: {why}.")
+
+
+class KeyUnavailable(SyncError):
+    def __init__(self, location: str, why: str) -> None:
+        self.location = location
+        super().__init__(f"Signing key {location} cannot be used: {why}.")
+
+
+class PublishFailed(SyncError):
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"The metadata of {path} cannot be published: {why}.")

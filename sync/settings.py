@@ -70,7 +70,12 @@ class ReleaseSettings:
 
 @dataclass(frozen=True)
 class SyncSettings:
-    """How ``retracer sync`` downloads."""
+    """How ``retracer sync`` downloads.
 
+    Every upstream of a release is mirrored into the release's first repository.
+    """
+
+    # Package files fetched at once from one upstream.
     parallel_downloads: int = 4
+    # How long to wait for a connection, or for the next bytes of a response.
     timeout_seconds: float = 60.0
