@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import shlex
 import shutil
 import sqlite3
 import tempfile
@@ -36,6 +35,7 @@ _BASE_RECIPE = "1"
 # A FROM image only needs these added to retrace; a bootstrap lists its own.
 _RETRACE_TOOLS = ("gdb", "elfutils")
 REPOSITORY_MOUNT = "/srv/retracer/repo"
+DNF_CACHE_MOUNT = "/var/cache/retracer-dnf"
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,10 @@ class Environments:
         self, release: ReleaseSettings, image: str, packages: Sequence[str], commit_to: str
     ) -> None:
         """Install ``packages`` with the image's own dnf from the read-only repositories."""
+        # dnf keeps its parsed metadata in a per-release cache outside the image: the
+        # next install skips re-reading the repository, and no image carries the cache.
+        cache = self.state_dir / "dnf-cache" / release.id
+        cache.mkdir(parents=True, exist_ok=True)
         mounts = [
             BindMount(path, f"{REPOSITORY_MOUNT}/{number}")
             for number, path in enumerate(release.repositories)
@@ -165,24 +169,26 @@ class Environments:
         dnf = [
             "dnf", "install", "--assumeyes", "--nogpgcheck", "--quiet",
             "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
-            f"--releasever={release.release.version}", "--disablerepo=*",
+            f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.release.version}",
+            "--disablerepo=*",
         ]  # fmt: skip
         for mount in mounts:
             name = f"retracer{Path(mount.target).name}"
             dnf += [f"--repofrompath={name},{mount.target}", f"--enablerepo={name}"]
-        # Metadata left in the image would only make every environment larger.
-        command = f"{shlex.join([*dnf, *packages])} && dnf clean all >/dev/null"
-        output = self.sandbox.run(
-            RunSpec(
-                image=image,
-                command=["/bin/sh", "-c", command],
-                step="dnf install",
-                timeout=self.settings.limits.install_timeout_seconds,
-                mounts=mounts,
-                as_root=True,
-                commit_to=commit_to,
+        # dnf's pid-file lock cannot see across containers, so one install per release
+        # at a time keeps the shared cache consistent.
+        with self._locked(f"dnf-cache-{release.id}"):
+            output = self.sandbox.run(
+                RunSpec(
+                    image=image,
+                    command=[*dnf, *packages],
+                    step="dnf install",
+                    timeout=self.settings.limits.install_timeout_seconds,
+                    mounts=[*mounts, BindMount(cache, DNF_CACHE_MOUNT, read_only=False)],
+                    as_root=True,
+                    commit_to=commit_to,
+                )
             )
-        )
         if output.exit_code != 0:
             lines = [ln.strip() for ln in (output.stderr + output.stdout).splitlines()]
             errors = [ln for ln in lines if ln.startswith(("Error", "No match", "Problem"))]
