@@ -2,12 +2,13 @@
 subcommands each part of retracer contributes.
 
 Exit codes: 0 success; 1 the operation failed (its reason is printed);
-2 bad usage or configuration.
+2 bad usage or configuration; 3 ``submit --wait`` timed out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from typing import Any
 import click
 import yaml
 
+from retracer.builder.cli import retrace_command
 from retracer.server.config import CONFIG_ENV, Config, load_config
 from retracer.server.errors import ConfigError
+from retracer.server.submit import RetraceClient, SubmitError, archive_for
+from retracer.sync.cli import sync_command
 
 
 class ConfigSource:
@@ -60,6 +64,68 @@ def show_config(source: ConfigSource) -> None:
     click.echo(yaml.safe_dump(_plain(config), sort_keys=False), nl=False)
 
 
+@main.command()
+@click.option("--no-worker", is_flag=True, help="Serve HTTP only; run `retracer worker` yourself.")
+@pass_config_source
+def serve(source: ConfigSource, no_worker: bool) -> None:
+    """Serve the ABRT retrace protocol on gevent, with a worker process unless --no-worker."""
+    from gevent import monkey
+
+    # The server speaks plain HTTP; ssl was imported (by podman's client) before
+    # this command could run, and patching it this late is what gevent warns against.
+    monkey.patch_all(ssl=False)
+    from retracer.server.serve import serve as run_server
+
+    config = source.load()
+    _log_to_stderr()
+    run_server(config, with_worker=not no_worker)
+
+
+@main.command()
+@pass_config_source
+def worker(source: ConfigSource) -> None:
+    """Consume the task queue: retrace tasks with `server.workers` processes until SIGINT."""
+    from retracer.server.worker import run
+
+    config = source.load()
+    _log_to_stderr()
+    run(config)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--server", "server_url", required=True, help="Base URL, e.g. http://host:8080.")
+@click.option("--wait", is_flag=True, help="Poll until the retrace finishes; print the backtrace.")
+@click.option("--timeout", type=float, default=900.0, show_default=True, help="Seconds to --wait.")
+def submit(path: Path, server_url: str, wait: bool, timeout: float) -> None:
+    """Upload a problem directory (or an ABRT archive) to a retrace server."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    client = RetraceClient(server_url.rstrip("/"))
+    try:
+        with archive_for(path) as archive, Progress(
+            *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+            transient=True,
+        ) as progress:  # fmt: skip
+            bar = progress.add_task("uploading", total=archive.stat().st_size)
+            task = client.create(archive, lambda sent: progress.advance(bar, sent))
+        click.echo(f"task {task.task_id} password {task.password}", err=True)
+        if not wait:
+            return
+        outcome = client.wait(task, timeout, on_stage=lambda s: click.echo(f"  {s}", err=True))
+    except SubmitError as error:
+        fail(error.reason, 3 if "did not finish" in error.reason else 1)
+        return
+    if outcome.backtrace is None:
+        last = outcome.log.strip().splitlines()[-1:] or ["the retrace failed"]
+        fail(f"task {task.task_id}: {last[0]}")
+    click.echo(outcome.backtrace, nl=False)
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
@@ -78,6 +144,10 @@ def fail(reason: str, code: int = 1) -> None:
     """Print one sentence to stderr and leave with ``code``."""
     click.echo(f"retracer: {reason}", err=True)
     sys.exit(code)
+
+
+main.add_command(retrace_command)
+main.add_command(sync_command)
 
 
 if __name__ == "__main__":

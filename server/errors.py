@@ -1,14 +1,42 @@
-"""Errors raised by the HTTP interface and the configuration loader.
+"""Errors raised by the HTTP interface, the task store and the configuration loader,
+and the one place where any retracer error becomes an HTTP response.
 
 Exception tree::
 
-    ServerError                base; ``reason`` is one sentence a person can act on
-    └── ConfigError            the configuration file is missing, malformed or invalid
+    ServerError                  base; ``reason`` is one sentence a person can act on
+    ├── ConfigError              the configuration file is missing, malformed or invalid
+    ├── ServerBusy               503: as many tasks are running or queued as allowed
+    ├── MethodNotAllowed         405: the path exists but not for this method
+    ├── UnsupportedMediaType     415: the Content-Type is not a supported archive type
+    ├── LengthRequired           411: /create needs a Content-Length
+    ├── UploadTooLarge           413: the packed or unpacked archive exceeds its cap
+    ├── InsufficientStorage      507: storing the upload would leave too little free space
+    ├── UploadRejected           403: the upload cannot be accepted as a problem directory
+    │   ├── ArchiveRejected      a member is unsafe, unknown, duplicated, oversize or missing
+    │   └── TaskTypeRejected     the X-Task-Type is not a coredump task
+    ├── UploadIncomplete         400: the client sent fewer bytes than its Content-Length
+    ├── UnpackFailed             500: the archive is corrupt, truncated or not an archive
+    ├── TaskNotFound             404: no task has this id
+    ├── ResultNotReady           404: the backtrace or log does not exist (yet)
+    ├── NoExploitableInfo        404: the client's "no exploitable information"
+    ├── PackageUnknown           404: /checkpackage knows no such package
+    ├── PasswordRefused          403: the password is missing, wrong or already used
+    ├── TooManyAttempts          429: too many wrong passwords for this task recently
+    └── TaskSealed               a finished task's files were about to change
+
+Errors of the other packages (``BuilderError``, ``SyncError``) carry a ``reason`` of the
+same shape; :func:`init_app` maps them to HTTP too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from retracer.builder.errors import BuilderError
+from retracer.sync.errors import SyncError, UnknownRelease
 
 
 class ServerError(Exception):
@@ -25,3 +53,189 @@ class ConfigError(ServerError):
         self.key = key
         where = f"{self.file}: key {key!r}" if key else self.file
         super().__init__(f"Configuration error in {where}: {why}.")
+
+
+class ServerBusy(ServerError):
+    def __init__(self, active: int, limit: int) -> None:
+        self.active = active
+        self.limit = limit
+        super().__init__(
+            f"The server is full ({active} of {limit} tasks running or queued); try again later."
+        )
+
+
+class MethodNotAllowed(ServerError):
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        self.allowed = allowed
+        super().__init__(f"The method {method} is not allowed here; use {', '.join(allowed)}.")
+
+
+class UnsupportedMediaType(ServerError):
+    def __init__(self, content_type: str, supported: tuple[str, ...]) -> None:
+        self.content_type = content_type
+        shown = content_type or "no Content-Type"
+        super().__init__(
+            f"The Content-Type {shown!r} is not supported; send one of {', '.join(supported)}."
+        )
+
+
+class LengthRequired(ServerError):
+    def __init__(self) -> None:
+        super().__init__("The upload needs a Content-Length header (chunked bodies are refused).")
+
+
+class UploadTooLarge(ServerError):
+    def __init__(self, what: str, limit_mib: int) -> None:
+        self.what = what
+        self.limit_mib = limit_mib
+        super().__init__(f"The {what} archive is larger than this server's {limit_mib} MiB limit.")
+
+
+class InsufficientStorage(ServerError):
+    def __init__(self) -> None:
+        super().__init__("The server does not have enough free disk space to store this upload.")
+
+
+class UploadRejected(ServerError):
+    """The upload is not an acceptable problem directory (HTTP 403)."""
+
+
+class ArchiveRejected(UploadRejected):
+    def __init__(self, member: str, why: str) -> None:
+        self.member = member
+        self.why = why
+        super().__init__(f"The archive member {member!r} {why}.")
+
+
+class TaskTypeRejected(UploadRejected):
+    def __init__(self, task_type: str) -> None:
+        self.task_type = task_type
+        super().__init__(
+            f"This server retraces only coredumps (X-Task-Type 0), not X-Task-Type {task_type!r}."
+        )
+
+
+class UploadIncomplete(ServerError):
+    def __init__(self, received: int, expected: int) -> None:
+        self.received = received
+        self.expected = expected
+        super().__init__(
+            f"The upload ended after {received} of the {expected} bytes its Content-Length"
+            " announced."
+        )
+
+
+class UnpackFailed(ServerError):
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(f"The archive cannot be unpacked: {why}.")
+
+
+class TaskNotFound(ServerError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"There is no task {task_id!r} on this server.")
+
+
+class ResultNotReady(ServerError):
+    def __init__(self, task_id: str, what: str, why: str) -> None:
+        self.task_id = task_id
+        self.what = what
+        super().__init__(f"The {what} of task {task_id} is not available: {why}.")
+
+
+class NoExploitableInfo(ServerError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"There is no exploitability information for task {task_id}.")
+
+
+class PackageUnknown(ServerError):
+    def __init__(self, nvr: str, arch: str) -> None:
+        self.nvr = nvr
+        self.arch = arch
+        super().__init__(f"The package {nvr}.{arch} is not in this server's repositories.")
+
+
+class PasswordRefused(ServerError):
+    """HTTP 403: the ``why`` is the sentence, e.g. the password-rotation hint."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+
+
+class TooManyAttempts(ServerError):
+    def __init__(self, task_id: str, retry_after: float) -> None:
+        self.task_id = task_id
+        self.retry_after = retry_after
+        super().__init__(
+            f"Too many wrong passwords for task {task_id}; try again in {retry_after:.0f} s."
+        )
+
+
+class TaskSealed(ServerError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"Task {task_id} has finished; its files are read-only.")
+
+
+_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (ServerBusy, 503),
+    (MethodNotAllowed, 405),
+    (UnsupportedMediaType, 415),
+    (LengthRequired, 411),
+    (UploadTooLarge, 413),
+    (InsufficientStorage, 507),
+    (UploadRejected, 403),
+    (UploadIncomplete, 400),
+    (UnpackFailed, 500),
+    (TaskNotFound, 404),
+    (ResultNotReady, 404),
+    (NoExploitableInfo, 404),
+    (PackageUnknown, 404),
+    (PasswordRefused, 403),
+    (TooManyAttempts, 429),
+    (UnknownRelease, 404),
+    (SyncError, 503),
+    (BuilderError, 503),
+    (ServerError, 500),
+)
+
+
+def status_of(error: Exception) -> int:
+    """The HTTP status for an error of any retracer package."""
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def init_app(app: Flask) -> None:
+    """Register the one handler that turns every error into a plain one-sentence reply."""
+    app.register_error_handler(ServerError, _reply)
+    app.register_error_handler(BuilderError, _reply)
+    app.register_error_handler(SyncError, _reply)
+    app.register_error_handler(HTTPException, _reply)
+
+
+def _reply(error: Exception) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(error, HTTPException):
+        status = error.code or 500
+        reason = f"{error.name}: {_sentence(error.description or '')}"
+        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    else:
+        status = status_of(error)
+        reason = getattr(error, "reason", "internal error")
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)
+    if isinstance(error, TooManyAttempts):
+        headers["Retry-After"] = f"{error.retry_after:.0f}"
+    return Response(f"{reason}\n", status=status, headers=headers, mimetype="text/plain")
+
+
+def _sentence(text: str) -> str:
+    """Werkzeug's descriptions are sometimes several sentences; keep the first."""
+    first = text.split(". ")[0].strip()
+    return first if first.endswith(".") else f"{first}."

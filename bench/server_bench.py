@@ -1,0 +1,293 @@
+"""Benchmark of the HTTP server (not a test): upload throughput and status-poll latency.
+
+    .venv/bin/python bench/server_bench.py [--size-mib 1024] [--pollers 200] [--polls 50]
+
+1. Upload: ``retracer serve --no-worker`` receives a SIZE archive (a tar whose core
+   is random, labelled application/x-tar; compressing random data with xz would take
+   longer than the benchmark) until the 201, compared with a plain copy of the same
+   file on the same disk (copy + fsync), best of two each. The server's peak RSS
+   comes from VmHWM.
+   Targets: throughput >= 0.7x the copy, peak RSS < 150 MB.
+2. Polls: POLLERS concurrent clients each poll a task POLLS times over loopback, on a
+   new connection each time, one poll every INTERVAL seconds (jittered, starting at
+   random offsets; ABRT clients poll every 10 s), while a
+   worker retraces tasks (they fail fast: the release has no repository) and new
+   tasks keep arriving. Target: p99 < 50 ms and no errors. ``--interval 0`` polls
+   back to back, which measures saturation instead (latency = pollers / throughput).
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tarfile  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import yaml  # noqa: E402
+
+ATTEMPTS = 2
+SMALL_PROBLEM = {
+    "executable": b"/usr/bin/crasher",
+    "package": b"crasher-1.0-1",
+    "os_release": b"TestOS release 1 (Demo)",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--profiles", default="seed,abrt", help="protocol profiles to poll")
+    parser.add_argument("--pollers", type=int, default=200)
+    parser.add_argument("--polls", type=int, default=30)
+    parser.add_argument(
+        "--interval", type=float, default=0.5,
+        help="seconds between one poller's polls (jittered); 0 polls back to back",
+    )  # fmt: skip
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="retracer-bench-", dir=Path.home()) as scratch:
+        root = Path(scratch)
+        upload_bench(root, args.size_mib)
+        for protocol in args.profiles.split(","):
+            poll_bench(root / protocol, args.pollers, args.polls, args.interval, protocol)
+
+
+# Upload throughput
+
+
+def upload_bench(root: Path, size_mib: int) -> None:
+    archive = root / "upload.tar"
+    print(f"building a {size_mib} MiB archive ...", flush=True)
+    write_archive(archive, size_mib)
+    size = archive.stat().st_size
+
+    server = Server(root / "upload", max_unpacked_size_mib=size_mib + 64, protocol="seed")
+    copies, uploads = [], []
+    try:
+        for attempt in range(ATTEMPTS):  # interleaved, best of each: the disk is noisy
+            copies.append(timed_copy(archive, root / f"copy-{attempt}.tar"))
+            started = time.monotonic()
+            status, _ = server.post_file(archive, "application/x-tar")
+            uploads.append(time.monotonic() - started)
+            assert status == 201, status
+        peak_rss = server.peak_rss_mib()
+    finally:
+        server.stop()
+    copy_seconds, upload_seconds = min(copies), min(uploads)
+    copy_rate = size / copy_seconds / 2**20
+    upload_rate = size / upload_seconds / 2**20
+    rss_mb = peak_rss * 2**20 / 1e6
+    print()
+    row(f"upload of a {size_mib} MiB archive", "server", "copy", "ratio")
+    row("throughput (MiB/s)", upload_rate, copy_rate, upload_rate / copy_rate, "target >= 0.70")
+    row("seconds", upload_seconds, copy_seconds)
+    row("server peak RSS (MB)", rss_mb, "", rss_mb / 150, "target < 150 MB")
+    print(flush=True)
+
+
+def row(label: str, *cells: object) -> None:
+    shown = [f"{c:12.2f}" if isinstance(c, float) else f"{c!s:>12}" for c in cells]
+    print(f"{label:40}", *shown, flush=True)
+
+
+def timed_copy(source: Path, target: Path) -> float:
+    """A plain copy on the same disk, made durable like an upload (fsync)."""
+    started = time.monotonic()
+    shutil.copyfile(source, target)
+    with target.open("rb+") as file:
+        os.fsync(file.fileno())
+    seconds = time.monotonic() - started
+    target.unlink()
+    return seconds
+
+
+def write_archive(path: Path, size_mib: int) -> None:
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+        info = tarfile.TarInfo("coredump")
+        info.size = size_mib << 20
+        archive.addfile(info, _RandomFile(info.size))
+        for name, data in SMALL_PROBLEM.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, _Bytes(data))
+
+
+class _RandomFile:
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.block = os.urandom(1 << 20)
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self.left, len(self.block))
+        self.left -= size
+        return self.block[:size]
+
+
+class _Bytes(_RandomFile):
+    def __init__(self, data: bytes) -> None:
+        self.left = len(data)
+        self.block = data
+
+
+# Status polls
+
+
+def poll_bench(root: Path, pollers: int, polls: int, interval: float, protocol: str) -> None:
+    server = Server(root / "poll", max_unpacked_size_mib=64, protocol=protocol, worker=True)
+    try:
+        small = root / "small.tar"
+        write_archive(small, 1)
+        # One task per poller: a seed-profile password cannot be shared.
+        tasks = [server.post_file(small, "application/x-tar")[1] for _ in range(pollers)]
+        latencies: list[float] = []
+        errors: list[str] = []
+        stop = False
+
+        def feeder() -> None:
+            while not stop:
+                server.post_file(small, "application/x-tar")
+                gevent.sleep(0.2)
+
+        def poller(index: int) -> None:
+            """Like abrt-retrace-client: one new connection per poll, not in step with others."""
+            task_id, password = tasks[index]
+            gevent.sleep(random.uniform(0, interval))
+            for _ in range(polls):
+                started = time.perf_counter()
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                try:
+                    connection.request("GET", f"/{task_id}", headers={"X-Task-Password": password})
+                    response = connection.getresponse()
+                    response.read()
+                    # The seed profile hands over the next password with every answer.
+                    password = response.getheader("X-Task-Password") or password
+                    if response.status != 200:
+                        errors.append(str(response.status))
+                except OSError as error:
+                    errors.append(repr(error))
+                finally:
+                    connection.close()
+                latencies.append(time.perf_counter() - started)
+                gevent.sleep(interval * random.uniform(0.5, 1.5))
+
+        feeding = gevent.spawn(feeder)
+        started = time.monotonic()
+        gevent.joinall([gevent.spawn(poller, i) for i in range(pollers)])
+        elapsed = time.monotonic() - started
+        stop = True
+        feeding.join()
+        created = server.created()
+    finally:
+        server.stop()
+    ordered = sorted(latencies)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[int(len(ordered) * 0.99) - 1] * 1000
+    row(f"status polls, {protocol} profile", "value", "target", "ratio")
+    row("concurrent pollers", pollers)
+    row("seconds between a poller's polls", interval)
+    row("requests", len(latencies))
+    row("requests per second", len(latencies) / elapsed)
+    row("tasks created meanwhile", created)
+    row("p50 latency (ms)", p50)
+    row("p99 latency (ms)", p99, "< 50", p99 / 50)
+    row("errors", len(errors), 0)
+
+
+class Server:
+    """``retracer serve`` on a free port, with its own data directory."""
+
+    def __init__(
+        self, root: Path, max_unpacked_size_mib: int, protocol: str, worker: bool = False
+    ) -> None:
+        root.mkdir(parents=True)
+        config = {
+            "data_dir": str(root / "data"),
+            "server": {
+                "port": 0,
+                "protocol_profile": protocol,
+                "max_packed_size_mib": max_unpacked_size_mib,
+                "max_unpacked_size_mib": max_unpacked_size_mib,
+                "min_free_space_mib": 64,
+                "max_queued_tasks": 100000,
+            },
+            "releases": [
+                {
+                    "id": "testos-1-x86_64",
+                    "os_release": "TestOS release 1 (Demo)",
+                    "repositories": [str(root / "no-repository")],
+                    "bootstrap": {},
+                }
+            ],
+        }
+        (root / "retracer.yaml").write_text(yaml.safe_dump(config))
+        self.log = root / "serve.log"
+        command = [
+            sys.executable,
+            "-m",
+            "retracer.server.cli",
+            "--config",
+            str(root / "retracer.yaml"),
+            "serve",
+        ]
+        if not worker:
+            command.append("--no-worker")
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"serving on http://[\d.]+:(\d+)", self.log.read_text())):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(self.log.read_text())
+            time.sleep(0.05)
+        self.port = int(found[1])
+        self._created = 0
+
+    def post_file(self, path: Path, content_type: str) -> tuple[int, tuple[str, str]]:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=600, blocksize=1 << 20
+        )
+        with path.open("rb") as body:
+            connection.request(
+                "POST", "/create", body=body,
+                headers={"Content-Type": content_type, "Content-Length": str(path.stat().st_size)},
+            )  # fmt: skip
+            response = connection.getresponse()
+            response.read()
+        connection.close()
+        self._created += response.status == 201
+        return response.status, (
+            response.getheader("X-Task-Id") or "",
+            response.getheader("X-Task-Password") or "",
+        )
+
+    def created(self) -> int:
+        return self._created
+
+    def peak_rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024  # type: ignore[index]
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The application factory: ``create_app(config)`` builds one independent Flask app.
+
+Importing this module does nothing; the factory opens the task store and the spool
+under ``config.data_dir``, connects the queue and registers the blueprints and the
+error handler. gevent's monkey-patching is the ``serve`` command's business.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from retracer.server import api, errors, metrics
+from retracer.server.config import Config
+from retracer.server.jobs import JobQueue
+from retracer.server.offload import in_threadpool, pump_into_thread
+from retracer.server.packages import PackageCatalog
+from retracer.server.service import RetraceService
+from retracer.server.spool import Spool
+from retracer.server.tasks import TaskStore
+
+
+def create_app(config: Config) -> Flask:
+    app = Flask(__name__)
+    store = TaskStore.in_data_dir(config.data_dir)
+    spool = Spool.in_data_dir(config.data_dir, config.server, pump=pump_into_thread)
+    app.extensions["retracer"] = RetraceService(
+        config,
+        store=store,
+        spool=spool,
+        queue=JobQueue(config.queue, config.data_dir),
+        catalog=PackageCatalog(config.releases, config.data_dir / "builder" / "index"),
+        metrics=metrics.init_app(app, store),
+        offload=in_threadpool,
+    )
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    return app

@@ -1,0 +1,84 @@
+"""Prometheus metrics at ``/metrics``: tasks created and finished, upload bytes, queue.
+
+Counts of tasks come from the TaskStore (so they include what the worker processes
+did and survive restarts); upload bytes and refused uploads are counted in the HTTP
+process. Each app gets its own registry: nothing is global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from retracer.server.tasks import TaskState, TaskStore
+
+bp = Blueprint("metrics", __name__)
+
+
+class Metrics:
+    """The app's registry and the counters the HTTP side updates."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.registry = CollectorRegistry()
+        self.upload_bytes = Counter(
+            "retracer_upload_bytes",
+            "Bytes of packed archives accepted by /create.",
+            registry=self.registry,
+        )
+        self.uploads_refused = Counter(
+            "retracer_uploads_refused",
+            "Uploads /create refused, by HTTP status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.registry.register(_TaskCollector(store))
+
+    def accepted(self, packed_bytes: int) -> None:
+        self.upload_bytes.inc(packed_bytes)
+
+    def refused(self, status: int) -> None:
+        self.uploads_refused.labels(status=str(status)).inc()
+
+
+class _TaskCollector(Collector):
+    def __init__(self, store: TaskStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        totals = self._store.totals()
+        yield CounterMetricFamily(
+            "retracer_tasks_created", "Tasks accepted by /create.", value=totals.get("created", 0)
+        )
+        finished = CounterMetricFamily(
+            "retracer_tasks_finished", "Tasks finished, by result.", labels=["result"]
+        )
+        for state, result in (
+            (TaskState.FINISHED_SUCCESS, "success"),
+            (TaskState.FINISHED_FAILURE, "failure"),
+        ):
+            finished.add_metric([result], totals.get(state.value.lower(), 0))
+        yield finished
+        counts = self._store.count_by_state()
+        yield GaugeMetricFamily(
+            "retracer_queue_length", "Tasks waiting for a worker.", value=counts[TaskState.QUEUED]
+        )
+        yield GaugeMetricFamily(
+            "retracer_running_tasks", "Tasks being retraced.", value=counts[TaskState.RUNNING]
+        )
+
+
+def init_app(app: Flask, store: TaskStore) -> Metrics:
+    metrics = Metrics(store)
+    app.extensions["retracer.metrics"] = metrics
+    app.register_blueprint(bp)
+    return metrics
+
+
+@bp.get("/metrics")
+def export() -> Response:
+    metrics: Metrics = current_app.extensions["retracer.metrics"]
+    return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)

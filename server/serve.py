@@ -1,0 +1,64 @@
+"""``retracer serve``: the Flask app on gevent's WSGI server, plus a worker process.
+
+The caller (the ``serve`` command) monkey-patches first. The worker runs as the
+separate command ``retracer worker`` in a child process, so that the HTTP process
+never retraces and a compose file can run the two as separate services instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+
+import gevent
+from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+
+from retracer.server.app import create_app
+from retracer.server.config import Config
+
+log = logging.getLogger(__name__)
+
+WORKER_STOP_SECONDS = 30.0
+
+
+def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
+    """Serve until SIGINT or SIGTERM; then stop the worker child gracefully."""
+    app = create_app(config)
+    server = WSGIServer(
+        (config.server.host, config.server.port),
+        app,
+        log=LoggingLogAdapter(logging.getLogger("retracer.access"), logging.DEBUG),
+        error_log=LoggingLogAdapter(logging.getLogger("retracer.http"), logging.ERROR),
+    )
+    server.start()
+    if announce:
+        # Tests and scripts read the port from this line (port 0 picks a free one).
+        print(f"retracer: serving on http://{config.server.host}:{server.server_port}", flush=True)
+    worker = start_worker(config) if with_worker else None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, server.stop)
+    try:
+        server.serve_forever()
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+
+
+def start_worker(config: Config) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "retracer.server.cli", "--config", config.source, "worker"]
+    log.info("starting the worker: %s", " ".join(command))
+    return subprocess.Popen(command)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGINT lets huey finish running tasks; SIGKILL after WORKER_STOP_SECONDS."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGINT)
+    try:
+        worker.wait(timeout=WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()

@@ -1,0 +1,175 @@
+"""What the retrace protocol does, apart from HTTP: one method per endpoint.
+
+The views in :mod:`retracer.server.api` parse a request, call one method here and
+shape the answer. This layer composes the TaskStore, the Spool, the JobQueue, the
+Gatekeeper and the PackageCatalog; it never sees a Flask object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from retracer.server.auth import Access, Gatekeeper, digest, new_password, new_task_id
+from retracer.server.config import Config
+from retracer.server.errors import (
+    MethodNotAllowed,
+    NoExploitableInfo,
+    PackageUnknown,
+    ResultNotReady,
+    ServerBusy,
+    ServerError,
+    status_of,
+)
+from retracer.server.jobs import JobQueue
+from retracer.server.metrics import Metrics
+from retracer.server.packages import PackageCatalog
+from retracer.server.spool import SUPPORTED_FORMATS, Spool, Upload
+from retracer.server.tasks import Task, TaskState, TaskStore
+
+log = logging.getLogger(__name__)
+
+FINISHED_MESSAGES = {
+    TaskState.FINISHED_SUCCESS: "Retrace job finished successfully",
+    TaskState.FINISHED_FAILURE: "Retrace job failed",
+}
+# The task's files a client may read, and when each one exists.
+DOCUMENTS = {
+    "backtrace": TaskState.FINISHED_SUCCESS,
+    "backtrace.json": TaskState.FINISHED_SUCCESS,
+    "log": None,  # once finished, either way
+}
+
+
+@dataclass(frozen=True)
+class Created:
+    task_id: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``GET /<id>`` reports."""
+
+    status: str  # X-Task-Status: PENDING, FINISHED_SUCCESS or FINISHED_FAILURE
+    body: str  # depends on the protocol profile
+    stage: str
+    queue_position: int | None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What ``/settings`` reports, one ``key value`` line each."""
+
+    running_tasks: int
+    max_running_tasks: int
+    max_packed_size: int
+    max_unpacked_size: int
+    supported_formats: tuple[str, ...]
+    supported_releases: tuple[str, ...]
+
+
+class RetraceService:
+    def __init__(
+        self,
+        config: Config,
+        store: TaskStore,
+        spool: Spool,
+        queue: JobQueue,
+        catalog: PackageCatalog,
+        metrics: Metrics,
+        offload: Callable[[Callable[[], Any]], Any],
+    ) -> None:
+        self._config = config
+        self._settings = config.server
+        self._store = store
+        self._spool = spool
+        self._queue = queue
+        self._catalog = catalog
+        self._metrics = metrics
+        self._offload = offload
+        self.gatekeeper = Gatekeeper(store, config.server)
+
+    def capacity(self) -> Capacity:
+        settings = self._settings
+        return Capacity(
+            running_tasks=self._store.active_count(),
+            max_running_tasks=settings.workers + settings.max_queued_tasks,
+            max_packed_size=settings.max_packed_size_mib,
+            max_unpacked_size=settings.max_unpacked_size_mib,
+            supported_formats=SUPPORTED_FORMATS,
+            supported_releases=tuple(release.id for release in self._config.releases),
+        )
+
+    def check_package(self, nvr: str, arch: str, release_id: str | None) -> None:
+        """Raises PackageUnknown (or UnknownRelease) unless the package is known."""
+        if not nvr or not arch:
+            raise PackageUnknown(nvr or "(no X-Package-NVR)", arch or "(no X-Package-Arch)")
+        found = self._offload(lambda: self._catalog.find(nvr, arch, release_id))
+        if found is None:
+            raise PackageUnknown(nvr, arch)
+
+    def create(self, method: str, upload: Upload) -> Created:
+        """Store an upload as a new queued task; the checks follow PROTOCOL.md's order."""
+        try:
+            capacity = self.capacity()
+            if capacity.running_tasks >= capacity.max_running_tasks:
+                raise ServerBusy(capacity.running_tasks, capacity.max_running_tasks)
+            if method != "POST":
+                raise MethodNotAllowed(method, ("POST",))
+            received = self._spool.receive(upload)
+        except ServerError as error:
+            self._metrics.refused(status_of(error))
+            raise
+        password = new_password()
+        while True:
+            task_id = new_task_id()
+            if self._store.exists(task_id) or not self._spool.admit(received.token, task_id):
+                continue
+            if self._store.insert(task_id, digest(password)):
+                break
+        self._queue.put(task_id)
+        self._metrics.accepted(received.packed_bytes)
+        log.info(
+            "task %s created: %d bytes packed, %d unpacked",
+            task_id,
+            received.packed_bytes,
+            received.unpacked_bytes,
+        )
+        return Created(task_id, password)
+
+    def authenticate(self, task_id: str, password: str | None) -> Access:
+        return self.gatekeeper.check(task_id, password)
+
+    def status(self, task: Task) -> Status:
+        position = self._store.queue_position(task.id)
+        stage = task.stage if position is None else f"{task.stage} (position {position})"
+        if self._settings.protocol_profile == "seed":
+            body = task.state.wire
+        else:
+            body = FINISHED_MESSAGES.get(task.state, stage)
+        return Status(task.state.wire, body, stage, position)
+
+    def document(self, task: Task, name: str) -> str:
+        """The text of ``backtrace``, ``backtrace.json`` or ``log``.
+
+        Raises:
+            ResultNotReady: the task has not finished, failed, or has no such file.
+        """
+        needed = DOCUMENTS[name]
+        if not task.state.finished:
+            raise ResultNotReady(task.id, name, "the task has not finished yet")
+        if needed is not None and task.state is not needed:
+            raise ResultNotReady(
+                task.id, name, f"the retrace failed ({(task.reason or '').rstrip('.')})"
+            )
+        text = self._spool.read(task.id, name)
+        if text is None:
+            raise ResultNotReady(task.id, name, "the retrace did not produce it")
+        return text
+
+    def exploitable(self, task: Task) -> str:
+        """This server does not rate exploitability; 404 tells ABRT clients "no info"."""
+        raise NoExploitableInfo(task.id)

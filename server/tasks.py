@@ -1,0 +1,337 @@
+"""Tasks and their one store: a SQLite database under the data directory.
+
+Every state change is one transaction, so "which tasks are active", "where is this
+task in the queue" and "which tasks did a dead worker leave behind" are queries. The
+HTTP process and every worker process open their own :class:`TaskStore` on the same
+file (WAL mode lets readers run beside one writer).
+
+A task moves QUEUED -> RUNNING -> FINISHED_SUCCESS or FINISHED_FAILURE; a RUNNING task
+whose lease ran out goes back to QUEUED. A finished task never changes again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from retracer.server.errors import TaskNotFound
+
+log = logging.getLogger(__name__)
+
+QUEUED_STAGE = "Waiting for a free worker"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    created REAL NOT NULL,
+    queued REAL NOT NULL,
+    finished REAL,
+    reason TEXT,
+    password_hash TEXT NOT NULL,
+    lease_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, queued);
+CREATE TABLE IF NOT EXISTS spent_passwords (
+    task_id TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (task_id, hash)
+);
+CREATE TABLE IF NOT EXISTS password_failures (task_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS failures_by_task ON password_failures (task_id, at);
+CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class TaskState(enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    FINISHED_SUCCESS = "FINISHED_SUCCESS"
+    FINISHED_FAILURE = "FINISHED_FAILURE"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.FINISHED_SUCCESS, TaskState.FINISHED_FAILURE)
+
+    @property
+    def wire(self) -> str:
+        """The ``X-Task-Status`` value: PENDING until the task has finished."""
+        return self.value if self.finished else "PENDING"
+
+
+_ACTIVE = (TaskState.QUEUED.value, TaskState.RUNNING.value)
+_FINISHED = (TaskState.FINISHED_SUCCESS.value, TaskState.FINISHED_FAILURE.value)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    state: TaskState
+    # What the task is doing now, in the words ABRT clients show.
+    stage: str
+    created: float
+    finished: float | None
+    # Why the task failed: one sentence from the analyzer, or "internal error".
+    reason: str | None
+    attempts: int
+
+
+class TaskStore:
+    """All task state, in one SQLite file; open one per process (or per thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection per store; the HTTP process may build the app in one thread
+        # and serve it from another, but never uses a store from two threads at once.
+        self._db = sqlite3.connect(
+            path, isolation_level=None, timeout=10.0, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # Commits survive a killed process either way; only those made with
+        # ``durable=True`` (a new task, a finished one) also wait for the disk.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> TaskStore:
+        return cls(data_dir / "tasks.db")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed on success and rolled back on any error.
+
+        A durable one is on disk when this returns (WAL fsynced), not just committed.
+        """
+        if durable:
+            self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            if durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    # Creation and lookup
+
+    def insert(self, task_id: str, password_hash: str, now: float | None = None) -> bool:
+        """Store a new QUEUED task; False if the id is taken."""
+        now = time.time() if now is None else now
+        try:
+            with self._write(durable=True) as db:
+                db.execute(
+                    "INSERT INTO tasks (id, state, stage, created, queued, password_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (task_id, TaskState.QUEUED.value, QUEUED_STAGE, now, now, password_hash),
+                )
+                _bump(db, "created")
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def get(self, task_id: str) -> Task:
+        """The task with this id; raises TaskNotFound."""
+        row = self._db.execute(
+            "SELECT id, state, stage, created, finished, reason, attempts FROM tasks WHERE id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return Task(row[0], TaskState(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+    def exists(self, task_id: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is not None
+        )
+
+    def ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT id FROM tasks")}
+
+    def active_count(self) -> int:
+        """Tasks queued or running: what /settings reports as ``running_tasks``."""
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM tasks WHERE state IN (?, ?)", _ACTIVE
+        ).fetchone()
+        return int(count)
+
+    def count_by_state(self) -> dict[TaskState, int]:
+        counts = dict.fromkeys(TaskState, 0)
+        for state, count in self._db.execute("SELECT state, count(*) FROM tasks GROUP BY state"):
+            counts[TaskState(state)] = count
+        return counts
+
+    def queue_position(self, task_id: str) -> int | None:
+        """1 for the next task to run; None unless the task is queued."""
+        row = self._db.execute(
+            "SELECT count(*) FROM tasks t, tasks me WHERE me.id = ? AND me.state = ?"
+            " AND t.state = ? AND t.queued <= me.queued",
+            (task_id, TaskState.QUEUED.value, TaskState.QUEUED.value),
+        ).fetchone()
+        return int(row[0]) or None
+
+    def totals(self) -> dict[str, int]:
+        """Counters kept across processes and restarts (tasks created, finished by result)."""
+        return {name: value for name, value in self._db.execute("SELECT name, value FROM totals")}
+
+    # The worker's side
+
+    def claim(self, task_id: str, lease_seconds: float, now: float | None = None) -> Task | None:
+        """Mark a queued task (or one whose lease ran out) RUNNING; None if it is not claimable."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = ?, lease_until = ?, attempts = attempts + 1"
+                " WHERE id = ? AND (state = ? OR (state = ? AND lease_until < ?))",
+                (
+                    TaskState.RUNNING.value,
+                    now + lease_seconds,
+                    task_id,
+                    TaskState.QUEUED.value,
+                    TaskState.RUNNING.value,
+                    now,
+                ),
+            )
+        return self.get(task_id) if cursor.rowcount else None
+
+    def renew(self, task_id: str, lease_seconds: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE tasks SET lease_until = ? WHERE id = ? AND state = ?",
+                (time.time() + lease_seconds, task_id, TaskState.RUNNING.value),
+            )
+
+    def set_stage(self, task_id: str, stage: str) -> None:
+        with self._write() as db:
+            db.execute(
+                f"UPDATE tasks SET stage = ? WHERE id = ? AND state NOT IN {_FINISHED}",
+                (stage, task_id),
+            )
+
+    def finish(self, task_id: str, success: bool, reason: str | None, stage: str) -> bool:
+        """Record the outcome; False (and no change) if the task had already finished."""
+        state = TaskState.FINISHED_SUCCESS if success else TaskState.FINISHED_FAILURE
+        with self._write(durable=True) as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = ?, stage = ?, reason = ?, finished = ?,"
+                f" lease_until = NULL WHERE id = ? AND state NOT IN {_FINISHED}",
+                (state.value, stage, reason, time.time(), task_id),
+            )
+            if cursor.rowcount:
+                _bump(db, state.value.lower())
+        return bool(cursor.rowcount)
+
+    def release_expired(self, now: float | None = None) -> list[str]:
+        """Put RUNNING tasks whose lease ran out back in the queue; returns their ids."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM tasks WHERE state = ? AND lease_until < ?",
+                    (TaskState.RUNNING.value, now),
+                )
+            ]
+            db.executemany(
+                "UPDATE tasks SET state = ?, stage = ?, lease_until = NULL WHERE id = ?",
+                [(TaskState.QUEUED.value, QUEUED_STAGE, i) for i in ids],
+            )
+        return ids
+
+    def queued_ids(self) -> list[str]:
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT id FROM tasks WHERE state = ? ORDER BY queued", (TaskState.QUEUED.value,)
+            )
+        ]
+
+    # Credentials
+
+    def password_hash(self, task_id: str) -> str:
+        row = self._db.execute(
+            "SELECT password_hash FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return str(row[0])
+
+    def rotate_password(self, task_id: str, old_hash: str, new_hash: str) -> bool:
+        """Replace the password if it is still ``old_hash``; remember the old one as spent."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                (new_hash, task_id, old_hash),
+            )
+            if cursor.rowcount:
+                db.execute(
+                    "INSERT OR IGNORE INTO spent_passwords (task_id, hash) VALUES (?, ?)",
+                    (task_id, old_hash),
+                )
+        return bool(cursor.rowcount)
+
+    def is_spent(self, task_id: str, password_hash: str) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM spent_passwords WHERE task_id = ? AND hash = ?",
+                (task_id, password_hash),
+            ).fetchone()
+            is not None
+        )
+
+    def record_failure(self, task_id: str, now: float) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO password_failures (task_id, at) VALUES (?, ?)", (task_id, now))
+
+    def failures_since(self, task_id: str, since: float) -> tuple[int, float | None]:
+        """How many wrong passwords since ``since``, and when the oldest of them was."""
+        count, oldest = self._db.execute(
+            "SELECT count(*), min(at) FROM password_failures WHERE task_id = ? AND at >= ?",
+            (task_id, since),
+        ).fetchone()
+        return int(count), oldest
+
+    # Expiry
+
+    def expired(self, finished_before: float, created_before: float) -> list[str]:
+        """Finished tasks older than the one age, and unfinished ones older than the other."""
+        return [
+            row[0]
+            for row in self._db.execute(
+                f"SELECT id FROM tasks WHERE (state IN {_FINISHED} AND finished < ?)"
+                f" OR (state IN {_ACTIVE} AND created < ?)",
+                (finished_before, created_before),
+            )
+        ]
+
+    def delete(self, task_id: str) -> None:
+        with self._write() as db:
+            for table, column in (
+                ("tasks", "id"),
+                ("spent_passwords", "task_id"),
+                ("password_failures", "task_id"),
+            ):
+                db.execute(f"DELETE FROM {table} WHERE {column} = ?", (task_id,))
+
+
+def _bump(db: sqlite3.Connection, name: str) -> None:
+    db.execute(
+        "INSERT INTO totals (name, value) VALUES (?, 1)"
+        " ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        (name,),
+    )

@@ -1,0 +1,120 @@
+"""Whole retraces of the testos crashes through the HTTP server and the worker.
+
+These run the real analyzer in the private podman service (marked ``analyzer``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.podman_service import PodmanService
+from tests.server.conftest import XZ_TAR, settings_mapping
+from tests.server.live import ServeProcess
+from tests.server.test_worker import get, wait_finished
+from tests.testos import Testos
+
+pytestmark = pytest.mark.analyzer
+ServeFactory = Callable[[dict[str, Any]], ServeProcess]
+
+
+def retrace_settings(
+    tmp_path: Path, testos: Testos, podman_service: PodmanService, **server: Any
+) -> dict[str, Any]:
+    return {
+        **settings_mapping(tmp_path, **server),
+        "builder": {"podman_url": podman_service.url},
+        "releases": [testos.release_config()],
+    }
+
+
+@pytest.fixture
+def retrace_server(
+    serve_process: ServeFactory, tmp_path: Path, testos: Testos, podman_service: PodmanService
+) -> Callable[..., str]:
+    def start(**server: Any) -> str:
+        return serve_process(retrace_settings(tmp_path, testos, podman_service, **server)).start()
+
+    return start
+
+
+def create(url: str, archive: Path) -> tuple[str, str]:
+    response = requests.post(
+        f"{url}/create", data=archive.read_bytes(), headers={"Content-Type": XZ_TAR}, timeout=60
+    )
+    assert response.status_code == 201, response.text
+    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
+
+
+@pytest.mark.parametrize(
+    ("nvr", "arch", "release", "code"),
+    [
+        ("crasher-1.0-1", "x86_64", None, 302),
+        ("crasher-1.0-1", "x86_64", "testos-1-x86_64", 302),
+        ("crasher-9.9-1", "x86_64", None, 404),
+        ("crasher-1.0-1", "x86_64", "fedora-41-x86_64", 404),
+    ],
+)
+def test_checkpackage_answers_from_the_repository(
+    retrace_server: Callable[..., str], nvr: str, arch: str, release: str | None, code: int
+) -> None:
+    headers = {"X-Package-NVR": nvr, "X-Package-Arch": arch}
+    if release:
+        headers["X-OS-Release"] = release
+    url = retrace_server()
+    response = requests.get(
+        f"{url}/checkpackage", headers=headers, allow_redirects=False, timeout=60
+    )
+    assert response.status_code == code, response.text
+    assert "Location" not in response.headers
+
+
+def test_seed_profile_full_flow(retrace_server: Callable[..., str], testos: Testos) -> None:
+    crash = testos.crashes["crasher"]
+    url = retrace_server()
+    task_id, password = create(url, crash.archive)
+    status, password = wait_finished(url, task_id, password, timeout=600)
+    assert status == "FINISHED_SUCCESS"
+
+    backtrace = get(url, f"/{task_id}/backtrace", password)
+    assert backtrace.status_code == 200
+    assert crash.crash_function in backtrace.text
+    assert crash.newer_function not in backtrace.text
+    report = get(url, f"/{task_id}/backtrace.json", backtrace.headers["X-Task-Password"])
+    assert isinstance(json.loads(report.text), dict)
+    log = get(url, f"/{task_id}/log", report.headers["X-Task-Password"])
+    assert "Generating backtrace" in log.text
+    exploitable = get(url, f"/{task_id}/exploitable", log.headers["X-Task-Password"])
+    assert exploitable.status_code == 404
+
+
+def test_abrt_profile_full_flow(retrace_server: Callable[..., str], testos: Testos) -> None:
+    crash = testos.crashes["crasher"]
+    url = retrace_server(protocol_profile="abrt")
+    task_id, password = create(url, crash.archive)
+    status, _ = wait_finished(url, task_id, password, timeout=600)
+    assert status == "FINISHED_SUCCESS"
+    assert get(url, f"/{task_id}", password).text == "Retrace job finished successfully"
+    assert crash.crash_function in get(url, f"/{task_id}/backtrace", password).text
+    assert get(url, f"/{task_id}/exploitable", password).status_code == 404
+
+
+def test_submit_waits_and_prints_the_backtrace(
+    retrace_server: Callable[..., str], testos: Testos
+) -> None:
+    crash = testos.crashes["crasher"]
+    url = retrace_server()
+    run = subprocess.run(
+        [sys.executable, "-m", "retracer.server.cli", "submit", str(crash.problem_dir),
+         "--server", url, "--wait", "--timeout", "600"],
+        capture_output=True, text=True, timeout=700,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert crash.crash_function in run.stdout

@@ -1,0 +1,253 @@
+"""Uploads: hostile archives are refused with one clear sentence and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import random
+import tarfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from retracer.server.config import Config
+from tests.server.archives import PROBLEM, Member, abrt_archive, gz, regular, tar, xz, xz_bomb
+from tests.server.conftest import settings_mapping, upload
+from tests.server.live import Served, ServeProcess
+
+ServeFactory = Callable[[dict[str, Any]], ServeProcess]
+
+# Incompressible, so that cutting the archive in half cuts the coredump.
+NOISY = abrt_archive({**PROBLEM, "coredump": random.Random(4).randbytes(1 << 16)})
+KNOWN = "coredump, executable, package, os_release, rootdir, os_release_in_rootdir, packages"
+ESCAPED = "/tmp/retracer-test-escaped"
+
+
+def member(reason: str) -> str:
+    return f"The archive member {reason}.\n"
+
+
+HOSTILE: dict[str, tuple[bytes, int, str]] = {
+    "absolute path": (
+        xz(tar([*regular(), Member(ESCAPED, b"owned")])),
+        403,
+        member(f"'{ESCAPED}' is an absolute path"),
+    ),
+    "parent traversal": (
+        xz(tar([*regular(), Member("../../../../escaped", b"owned")])),
+        403,
+        member("'../../../../escaped' is not a bare file name"),
+    ),
+    "subdirectory path": (
+        xz(tar([Member("./coredump", b"core")])),
+        403,
+        member("'./coredump' is not a bare file name"),
+    ),
+    "symbolic link": (
+        xz(tar([Member("coredump", kind=tarfile.SYMTYPE, link="/etc/shadow")])),
+        403,
+        member("'coredump' is a symbolic link; only regular files are accepted"),
+    ),
+    "hard link": (
+        xz(tar([*regular(), Member("packages", kind=tarfile.LNKTYPE, link="/etc/shadow")])),
+        403,
+        member("'packages' is a hard link; only regular files are accepted"),
+    ),
+    "character device": (
+        xz(tar([Member("coredump", kind=tarfile.CHRTYPE)])),
+        403,
+        member("'coredump' is a device; only regular files are accepted"),
+    ),
+    "fifo": (
+        xz(tar([Member("rootdir", kind=tarfile.FIFOTYPE), *regular()])),
+        403,
+        member("'rootdir' is a fifo; only regular files are accepted"),
+    ),
+    "directory": (
+        xz(tar([Member("crash", kind=tarfile.DIRTYPE), *regular()])),
+        403,
+        member("'crash' is a directory; only regular files are accepted"),
+    ),
+    "duplicate name": (
+        xz(tar([*regular(), Member("coredump", b"second core")])),
+        403,
+        member("'coredump' appears twice"),
+    ),
+    "unknown member": (
+        xz(tar([*regular(), Member("evil.sh", b"rm -rf /")])),
+        403,
+        member(f"'evil.sh' is not a known problem file (known: {KNOWN})"),
+    ),
+    "oversize member": (
+        abrt_archive({**PROBLEM, "package": b"p" * 129}),
+        403,
+        member("'package' is larger than its 128-byte limit"),
+    ),
+    "missing coredump": (
+        abrt_archive({k: v for k, v in PROBLEM.items() if k != "coredump"}),
+        403,
+        member("'coredump' is missing"),
+    ),
+    "xz bomb": (
+        xz_bomb(64),
+        413,
+        "The unpacked archive is larger than this server's 8 MiB limit.\n",
+    ),
+    "truncated stream": (
+        NOISY[: len(NOISY) // 2],
+        500,
+        "The archive cannot be unpacked: the stream is truncated.\n",
+    ),
+    "not an archive": (
+        b"just some text, long enough to be sniffed" * 20,
+        500,
+        "The archive cannot be unpacked: the upload is not xz, gzip or tar data.\n",
+    ),
+    "corrupt xz": (
+        NOISY[:2000] + bytes(2000) + NOISY[4000:],
+        500,
+        "The archive cannot be unpacked: the data is corrupt (Corrupt input data).\n",
+    ),
+}
+
+
+def pax_header_bomb() -> bytes:
+    """A pax header tarfile would read into memory whole: 1 MiB here, gigabytes in an attack."""
+    info = tarfile.TarInfo("coredump")
+    info.size = 4
+    info.pax_headers = {"comment": "x" * (1 << 20)}
+    return xz(info.tobuf(tarfile.PAX_FORMAT) + b"core".ljust(512, b"\0") + bytes(1024))
+
+
+@pytest.fixture
+def small_server(serve: Callable[[Config], Served], server_config: Callable[..., Config]) -> Served:
+    return serve(server_config(max_unpacked_size_mib=8))
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    spool = data_dir / "spool"
+    return sorted(str(p.relative_to(spool)) for p in spool.rglob("*") if p.parent != spool)
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_archive_is_refused_and_leaves_nothing(
+    small_server: Served, server_config: Callable[..., Config], case: str
+) -> None:
+    body, code, message = HOSTILE[case]
+    response = upload(small_server.url, body)
+    assert (response.status_code, response.text) == (code, message)
+    assert leftovers(server_config().data_dir) == []
+    assert not os.path.exists(ESCAPED)
+    assert not (server_config().data_dir.parent / "escaped").exists()
+    # ...and the server keeps serving.
+    assert upload(small_server.url, abrt_archive()).status_code == 201
+
+
+def test_oversize_extended_header_is_refused(small_server: Served) -> None:
+    response = upload(small_server.url, pax_header_bomb())
+    assert response.status_code == 403
+    assert response.text == member("'././@PaxHeader' has an extended header larger than 64 KiB")
+
+
+@pytest.mark.parametrize(
+    ("label", "body"),
+    [
+        ("application/x-tar", gz(tar(regular()))),  # a known client's gzip, mislabelled
+        ("application/x-xz-compressed-tar", tar(regular())),  # plain tar, mislabelled
+        ("application/gzip", gz(tar(regular()))),
+        ("application/x-xz", abrt_archive()),
+        ("application/x-gzip", xz(tar(regular(), format=tarfile.PAX_FORMAT))),
+    ],
+)
+def test_real_compression_is_sniffed_whatever_the_label(
+    served: Served, server_config: Callable[..., Config], label: str, body: bytes
+) -> None:
+    response = upload(served.url, body, content_type=label)
+    assert response.status_code == 201, response.text
+    crash = server_config().data_dir / "spool" / "tasks" / response.headers["X-Task-Id"] / "crash"
+    assert {p.name: p.read_bytes() for p in crash.iterdir()} == PROBLEM
+    assert {oct(p.stat().st_mode & 0o777) for p in crash.iterdir()} == {"0o600"}
+
+
+def test_optional_members_are_accepted(served: Served) -> None:
+    files = {**PROBLEM, "rootdir": b"/var/lib/mock", "os_release_in_rootdir": b"TestOS 1",
+             "packages": b"crasher-1.0-1.x86_64\n"}  # fmt: skip
+    assert upload(served.url, abrt_archive(files)).status_code == 201
+
+
+def test_truncated_body_leaves_nothing(
+    served: Served, server_config: Callable[..., Config]
+) -> None:
+    """A client that announces more than it sends and hangs up."""
+    import socket
+
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /create HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-xz\r\n"
+            b"Content-Length: 100000\r\n\r\n" + abrt_archive()[:1000]
+        )
+        connection.shutdown(socket.SHUT_WR)
+        connection.recv(4096)
+    deadline = time.monotonic() + 5
+    while leftovers(server_config().data_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(server_config().data_dir) == []
+    assert requests.get(f"{served.url}/settings", timeout=5).status_code == 200
+
+
+def test_concurrent_uploads_get_distinct_tasks(
+    served: Served, server_config: Callable[..., Config]
+) -> None:
+    body = abrt_archive({**PROBLEM, "coredump": os.urandom(4 << 20)})
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: upload(served.url, body), range(8)))
+    assert [r.status_code for r in responses] == [201] * 8
+    ids = {r.headers["X-Task-Id"] for r in responses}
+    assert len(ids) == 8
+    tasks = server_config().data_dir / "spool" / "tasks"
+    assert {p.name for p in tasks.iterdir()} == ids
+
+
+def test_status_polls_stay_fast_during_a_big_unpack(
+    serve: Callable[[Config], Served], server_config: Callable[..., Config]
+) -> None:
+    served = serve(server_config())
+    create = upload(served.url, abrt_archive())
+    task_id, password = create.headers["X-Task-Id"], create.headers["X-Task-Password"]
+    big = xz(tar(regular({**PROBLEM, "coredump": bytes(400 << 20)})))
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(upload, served.url, big)
+        slowest = 0.0
+        while not pending.done():
+            started = time.monotonic()
+            answer = requests.get(
+                f"{served.url}/{task_id}", headers={"X-Task-Password": password}, timeout=5
+            )
+            assert answer.status_code == 200
+            password = answer.headers["X-Task-Password"]
+            slowest = max(slowest, time.monotonic() - started)
+        assert pending.result().status_code == 201
+    assert slowest < 0.5
+
+
+def test_hostile_corpus_against_the_real_serve_command(
+    serve_process: ServeFactory, tmp_path: Path
+) -> None:
+    """The same corpus through ``retracer serve`` (gevent monkey-patched, thread pool)."""
+    url = serve_process(settings_mapping(tmp_path, max_unpacked_size_mib=8)).start("--no-worker")
+    spool = tmp_path / "data" / "spool"
+    accepted = set()
+    for case, (body, code, message) in HOSTILE.items():
+        response = upload(url, body)
+        assert (response.status_code, response.text) == (code, message), case
+        assert list((spool / "incoming").iterdir()) == [], case
+        good = upload(url, abrt_archive())
+        assert good.status_code == 201, case
+        accepted.add(good.headers["X-Task-Id"])
+    assert {p.name for p in (spool / "tasks").iterdir()} == accepted
+    assert not os.path.exists(ESCAPED)

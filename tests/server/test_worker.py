@@ -1,0 +1,169 @@
+"""The queue and the worker, as processes: ``retracer serve`` spawns ``retracer worker``.
+
+The release has no repository and the uploaded core is not an ELF file, so the real
+analyzer fails fast with its own reason: a true failure path, with nothing mocked.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from retracer.server.config import config_from_mapping
+from retracer.server.errors import TaskSealed
+from retracer.server.jobs import JobQueue
+from retracer.server.spool import Spool
+from retracer.server.tasks import TaskState, TaskStore
+from retracer.server.worker import Worker
+from tests.server.archives import abrt_archive
+from tests.server.conftest import settings_mapping, upload
+from tests.server.live import ServeProcess
+
+NOT_ELF = "The core cannot be used: its ELF header is malformed."
+ServeFactory = Callable[[dict[str, Any]], ServeProcess]
+
+
+def create(url: str) -> tuple[str, str]:
+    response = upload(url, abrt_archive())
+    assert response.status_code == 201, response.text
+    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
+
+
+def wait_finished(url: str, task_id: str, password: str, timeout: float = 60) -> tuple[str, str]:
+    """Poll like a seed-profile client; returns (status, newest password)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = requests.get(
+            f"{url}/{task_id}", headers={"X-Task-Password": password}, timeout=5
+        )
+        assert response.status_code == 200, response.text
+        password = response.headers.get("X-Task-Password", password)
+        if response.headers["X-Task-Status"].startswith("FINISHED"):
+            return response.headers["X-Task-Status"], password
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} did not finish in {timeout} s")
+
+
+def get(url: str, path: str, password: str) -> requests.Response:
+    return requests.get(f"{url}{path}", headers={"X-Task-Password": password}, timeout=5)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "redis":
+        return {"backend": "redis", "redis_url": request.getfixturevalue("redis_url")}
+    return {"backend": "sqlite"}
+
+
+def test_a_failing_retrace_reports_the_analyzers_reason(
+    serve_process: ServeFactory, tmp_path: Path, queue_settings: dict[str, str]
+) -> None:
+    data = {**settings_mapping(tmp_path), "queue": queue_settings}
+    url = serve_process(data).start()
+    task_id, password = create(url)
+    status, password = wait_finished(url, task_id, password)
+    assert status == "FINISHED_FAILURE"
+
+    backtrace = get(url, f"/{task_id}/backtrace", password)
+    assert backtrace.status_code == 404
+    assert backtrace.text == (
+        f"The backtrace of task {task_id} is not available: the retrace failed ({NOT_ELF[:-1]}).\n"
+    )
+    log = get(url, f"/{task_id}/log", backtrace.headers["X-Task-Password"])
+    assert log.status_code == 200
+    assert log.text.endswith(f"Retrace failed: {NOT_ELF}\n")
+
+    crash = tmp_path / "data" / "spool" / "tasks" / task_id / "crash"
+    assert not (crash / "coredump").exists()  # deleted after the retrace (keep_core: false)
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert 'retracer_tasks_finished_total{result="failure"} 1.0' in metrics
+
+
+def test_abrt_profile_says_retrace_job_failed(serve_process: ServeFactory, tmp_path: Path) -> None:
+    data = settings_mapping(tmp_path, protocol_profile="abrt", keep_core=True)
+    url = serve_process(data).start()
+    task_id, password = create(url)
+    status, _ = wait_finished(url, task_id, password)
+    answer = get(url, f"/{task_id}", password)
+    assert (status, answer.text) == ("FINISHED_FAILURE", "Retrace job failed")
+    assert (tmp_path / "data" / "spool" / "tasks" / task_id / "crash" / "coredump").exists()
+
+
+def test_accepted_tasks_survive_kill_9_and_complete_after_restart(
+    serve_process: ServeFactory, tmp_path: Path, queue_settings: dict[str, str]
+) -> None:
+    data = {**settings_mapping(tmp_path), "queue": queue_settings}
+    server = serve_process(data)
+    url = server.start("--no-worker")
+    tasks = [create(url) for _ in range(3)]
+    server.kill()
+
+    url = server.start()
+    for task_id, password in tasks:
+        status, _ = wait_finished(url, task_id, password)
+        assert status == "FINISHED_FAILURE"
+
+
+def test_a_task_whose_worker_died_is_run_again(serve_process: ServeFactory, tmp_path: Path) -> None:
+    data = settings_mapping(tmp_path, task_lease_seconds=1)
+    server = serve_process(data)
+    url = server.start("--no-worker")
+    task_id, password = create(url)
+    server.kill()
+    # A worker took the task and died: RUNNING, with a lease nobody renews.
+    store = TaskStore.in_data_dir(tmp_path / "data")
+    assert store.claim(task_id, lease_seconds=1) is not None
+    time.sleep(1.5)
+
+    url = server.start()
+    status, _ = wait_finished(url, task_id, password)
+    assert status == "FINISHED_FAILURE"
+    assert store.get(task_id).attempts == 2
+
+
+def test_finished_tasks_are_read_only(serve_process: ServeFactory, tmp_path: Path) -> None:
+    data = settings_mapping(tmp_path)
+    url = serve_process(data).start()
+    task_id, password = create(url)
+    wait_finished(url, task_id, password)
+    config = config_from_mapping(data, tmp_path)
+    folder = tmp_path / "data" / "spool" / "tasks" / task_id
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_mode) for p in folder.rglob("*")}
+    assert all(
+        not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) for _, mode in before.values()
+    )
+
+    spool = Spool.in_data_dir(config.data_dir, config.server)
+    with pytest.raises(TaskSealed, match=f"Task {task_id} has finished; its files are read-only."):
+        spool.append_log(task_id, "one more line")
+    store = TaskStore.in_data_dir(config.data_dir)
+    assert store.finish(task_id, True, None, "done") is False
+    # The queue delivers the same id again (a lost-message recovery, say): nothing changes.
+    JobQueue(config.queue, config.data_dir).put(task_id)
+    time.sleep(2)
+    assert store.get(task_id).state is TaskState.FINISHED_FAILURE
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_mode) for p in folder.rglob("*")} == before
+
+
+def test_housekeeping_expires_old_tasks_and_orphans(
+    serve_process: ServeFactory, tmp_path: Path
+) -> None:
+    data = settings_mapping(tmp_path, finished_task_max_age_hours=0.0001)
+    url = serve_process(data).start()
+    finished, password = create(url)
+    wait_finished(url, finished, password)
+    config = config_from_mapping(data, tmp_path)
+    orphan = tmp_path / "data" / "spool" / "tasks" / "555555555"
+    orphan.mkdir()
+    time.sleep(0.5)
+
+    Worker(config).housekeeping()
+    assert get(url, f"/{finished}", password).status_code == 404
+    assert not (tmp_path / "data" / "spool" / "tasks" / finished).exists()
+    assert not orphan.exists()
