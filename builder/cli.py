@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +25,12 @@ class _Config(Protocol):
 
 
 class _Source(Protocol):
+    """What the command needs from the CLI group: the configuration, and the same
+    checked unpacking that uploads get (which lives with the HTTP side)."""
+
     def load(self) -> _Config: ...
+
+    def unpack(self, archive: Path, scratch: Path) -> Path: ...
 
 
 class _StderrObserver:
@@ -42,23 +48,27 @@ class _StderrObserver:
 
 
 @click.command("retrace")
-@click.argument("problem", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("problem", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report, not the text.")
 @click.option("--quiet", is_flag=True, help="Do not show progress on stderr.")
 @click.pass_obj
 def retrace_command(source: _Source, problem: Path, as_json: bool, quiet: bool) -> None:
-    """Retrace the crash in the ABRT problem directory PROBLEM.
+    """Retrace the crash in PROBLEM: an ABRT problem directory, or the archive
+    abrt-retrace-client uploads.
 
     Prints the backtrace (or with --json the report) and exits 0; on failure
     prints the reason and exits 1.
     """
     config = source.load()
     analyzer = Analyzer(config.builder, config.releases, config.data_dir / "builder")
-    try:
-        result = analyzer.retrace(problem, _StderrObserver(quiet))
-    except (BuilderError, SyncError) as error:
-        click.echo(f"retracer: {error.reason}", err=True)
-        sys.exit(1)
+    with tempfile.TemporaryDirectory(prefix="retracer-retrace-") as scratch:
+        if problem.is_file():
+            problem = source.unpack(problem, Path(scratch))
+        try:
+            result = analyzer.retrace(problem, _StderrObserver(quiet))
+        except (BuilderError, SyncError) as error:
+            click.echo(f"retracer: {error.reason}", err=True)
+            sys.exit(1)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:

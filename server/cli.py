@@ -18,7 +18,8 @@ import yaml
 
 from retracer.builder.cli import retrace_command
 from retracer.server.config import CONFIG_ENV, Config, load_config
-from retracer.server.errors import ConfigError
+from retracer.server.errors import ConfigError, ServerError
+from retracer.server.spool import Spool
 from retracer.server.submit import RetraceClient, SubmitError, archive_for
 from retracer.sync.cli import sync_command
 
@@ -37,6 +38,17 @@ class ConfigSource:
             except ConfigError as error:
                 raise click.UsageError(error.reason) from error
         return self._config
+
+    def unpack(self, archive: Path, scratch: Path) -> Path:
+        """Unpack an ABRT archive with the checks uploads get; returns the problem dir."""
+        spool = Spool(scratch, self.load().server)
+        problem = scratch / "problem"
+        try:
+            with archive.open("rb") as raw:
+                spool.unpack(raw, problem)
+        except ServerError as error:
+            fail(error.reason)
+        return problem
 
 
 pass_config_source = click.make_pass_decorator(ConfigSource)

@@ -172,7 +172,7 @@ class Spool:
             members, unpacked = self._pump(
                 upload.stream,
                 upload.content_length,
-                lambda reader: self._unpack(reader, folder / "crash"),
+                lambda reader: self.unpack(reader, folder / "crash"),
             )
             _fsync_dir(folder)
         except OSError as error:
@@ -216,8 +216,14 @@ class Spool:
         if free - incoming_bytes < self._settings.min_free_space_mib << 20:
             raise InsufficientStorage()
 
-    def _unpack(self, raw: IO[bytes], crash: Path) -> tuple[tuple[str, ...], int]:
-        """Unpack the archive read from ``raw`` into the new folder ``crash``."""
+    def unpack(self, raw: IO[bytes], crash: Path) -> tuple[tuple[str, ...], int]:
+        """Unpack the archive read from ``raw`` into the new folder ``crash``.
+
+        Returns the member names and the unpacked bytes.
+
+        Raises:
+            ArchiveRejected, UploadTooLarge, InsufficientStorage, UnpackFailed.
+        """
         cap_mib = self._settings.max_unpacked_size_mib
         crash.mkdir(mode=0o700)
         dir_fd = os.open(crash, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)

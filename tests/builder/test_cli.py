@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -58,3 +59,28 @@ def test_failure_exits_non_zero_with_the_reason(
     assert run.returncode == 1
     assert run.stderr == "retracer: The core cannot be used: it is not an ELF file.\n"
     assert run.stdout == ""
+
+
+def test_retraces_the_archive_abrt_uploads(
+    retrace_config: Config, testos: Testos, tmp_path: Path
+) -> None:
+    crash = testos.crashes["crasher"]
+    run = retracer(retrace_config, testos, tmp_path, "retrace", "--quiet", str(crash.archive))
+    assert run.returncode == 0, run.stderr
+    assert crash.crash_function in run.stdout
+
+
+def test_hostile_archive_is_refused_like_an_upload(
+    retrace_config: Config, testos: Testos, tmp_path: Path
+) -> None:
+    archive = tmp_path / "hostile.tar"
+    with tarfile.open(archive, "w") as tar:
+        link = tarfile.TarInfo("coredump")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/shadow"
+        tar.addfile(link)
+    run = retracer(retrace_config, testos, tmp_path, "retrace", "--quiet", str(archive))
+    assert run.returncode == 1
+    assert run.stderr.startswith("retracer: ")
+    assert "coredump" in run.stderr and "symbolic link" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
