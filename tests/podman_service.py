@@ -66,6 +66,9 @@ class PodmanLauncher:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            # conmon drops an `oom` file into its working directory when a container
+            # is OOM-killed; keep that out of the repository.
+            cwd=self.socket.parent,
         )
         deadline = time.monotonic() + timeout
         while not self.socket.exists():
