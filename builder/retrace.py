@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -56,7 +57,12 @@ class Analyzer:
         self.settings = settings
         self.releases = tuple(releases)
         self.state_dir = state_dir
+        # Every path handed to podman for a bind mount lives under state_dir: when
+        # retracer runs in a container, podman (on the host) resolves those paths, and
+        # only the data directory is shared at the same path.
+        self._scratch = state_dir / "tmp"
         self._indexes = {r.id: RepositoryIndex(r, state_dir / "index") for r in self.releases}
+        self._driver: Path | None = None
 
     def index(self, release: ReleaseSettings) -> RepositoryIndex:
         return self._indexes[release.id]
@@ -77,7 +83,7 @@ class Analyzer:
             environments = Environments(sandbox, self.settings, self.state_dir / "images")
             with run.step("preparing the base image"):
                 base = environments.base_image(problem.release)
-            with _readable_core(problem.core) as core:
+            with _readable_core(problem.core, self._scratch) as core:
                 with run.step("inspecting the core"):
                     modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
                 run.log(f"{len(modules)} modules with build-ids mapped")
@@ -153,8 +159,39 @@ class Analyzer:
             )
         return crashed, resolved
 
+    def clean_up(self) -> None:
+        """Remove what killed workers left: overdue containers and stale scratch files."""
+        with Sandbox(self.settings) as sandbox:
+            for name in sandbox.remove_overdue_containers():
+                log.warning("removed container %s, left behind by a dead worker", name)
+        cutoff = time.time() - self.settings.limits.install_timeout_seconds * 2
+        for scratch in (self._scratch, self.state_dir / "images" / "tmp"):
+            for entry in scratch.glob("*") if scratch.is_dir() else ():
+                if entry.lstat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    def _gdb_driver(self) -> Path:
+        """The gdb driver, copied under state_dir once per content."""
+        if self._driver is None or not self._driver.exists():
+            source = resources.files("retracer.images").joinpath("gdb_report.py").read_bytes()
+            digest = hashlib.sha256(source).hexdigest()[:16]
+            driver = self.state_dir / "drivers" / f"gdb_report-{digest}.py"
+            if not driver.exists():
+                driver.parent.mkdir(parents=True, exist_ok=True)
+                fd, staging = tempfile.mkstemp(dir=driver.parent)
+                with os.fdopen(fd, "wb") as file:
+                    file.write(source)
+                os.chmod(staging, 0o644)
+                os.replace(staging, driver)
+            self._driver = driver
+        return self._driver
+
     def _gdb_spec(self, image: str, core: Path, problem: Problem) -> RunSpec:
-        driver = Path(str(resources.files("retracer.images").joinpath("gdb_report.py")))
+        driver = self._gdb_driver()
         return RunSpec(
             image=image,
             command=["gdb", "-nx", "-batch", "-x", DRIVER_IN_SANDBOX],
@@ -212,7 +249,7 @@ def _missing_lines(resolved: Sequence[ResolvedModule]) -> Iterator[str]:
 
 
 @contextmanager
-def _readable_core(core: Path) -> Iterator[Path]:
+def _readable_core(core: Path, scratch_dir: Path) -> Iterator[Path]:
     """The core as a file gdb's unprivileged user can read.
 
     Kernel cores are 0600 root; the sandbox user is ``nobody``. A world-readable core
@@ -222,7 +259,8 @@ def _readable_core(core: Path) -> Iterator[Path]:
     if core.stat().st_mode & 0o004:
         yield core
         return
-    scratch = Path(tempfile.mkdtemp(prefix="retracer-core-"))
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="core-", dir=scratch_dir))
     try:
         copy = scratch / "coredump"
         shutil.copyfile(core, copy)

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # The unprivileged user gdb runs as ("nobody" in every distribution).
 SANDBOX_USER = "65534:65534"
+DEADLINE_LABEL = "io.retracer.deadline"
+# How long after its deadline a container is surely abandoned (its run() has given up).
+_ORPHAN_MARGIN_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,21 @@ class Sandbox:
                 if tag.startswith(prefix)
             ]
 
+    def remove_overdue_containers(self) -> list[str]:
+        """Remove this retracer's containers well past their deadline; returns their names."""
+        removed = []
+        now = time.time()
+        with self._translated("removing orphaned containers"):
+            for container in self.client.containers.list(all=True):
+                labels = container.labels or {}
+                if not container.name.startswith(f"{self.settings.name_prefix}-"):
+                    continue
+                deadline = labels.get(DEADLINE_LABEL, "")
+                if deadline.isdigit() and int(deadline) + _ORPHAN_MARGIN_SECONDS < now:
+                    container.remove(force=True)
+                    removed.append(container.name)
+        return removed
+
     def containers(self) -> list[str]:
         """Names of this retracer's containers that still exist (there should be none)."""
         with self._translated("listing containers"):
@@ -197,7 +215,12 @@ class Sandbox:
             "image": spec.image,
             "command": list(spec.command),
             "name": name,
-            "labels": {"io.retracer.step": spec.step},
+            "labels": {
+                "io.retracer.step": spec.step,
+                # Past this moment (plus a margin) the container is an orphan of a
+                # dead worker, on whichever host, and may be removed.
+                DEADLINE_LABEL: str(int(time.time() + spec.timeout)),
+            },
             "network_mode": "none",
             "mounts": [
                 {

@@ -90,7 +90,8 @@ class Worker:
         log.info("task %s finished: %s", task_id, outcome.reason or "success")
 
     def housekeeping(self) -> None:
-        """Requeue lost tasks, expire old ones and sweep abandoned uploads (every minute)."""
+        """Requeue lost tasks, expire old ones, sweep abandoned uploads, and remove what
+        dead workers left in podman (every minute)."""
         store, spool = self._open()
         requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
         settings = self._config.server
@@ -106,6 +107,10 @@ class Worker:
         for task_id in spool.task_ids() - known:
             spool.remove(task_id)  # admitted, but the server died before storing it
         spool.sweep_incoming(older_than_seconds=3600)
+        try:
+            self._get_analyzer().clean_up()
+        except BuilderError as error:
+            log.warning("could not clean up after dead workers: %s", error.reason)
 
     def _run_analyzer(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
         observer = _TaskObserver(store, spool, task_id)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,7 @@ from retracer.builder.errors import StepTimeout
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import RunOutput, RunSpec, Sandbox
 from retracer.builder.settings import SandboxLimits
+from tests.podman_service import PodmanService
 from tests.testos import Testos
 
 
@@ -106,3 +110,36 @@ def test_hanging_gdb_is_stopped_at_the_timeout(analyzer: Analyzer, base_image: s
             )
         assert caught.value.reason == "gdb timed out after 3 s."
         assert sandbox.containers() == []
+
+
+def test_clean_up_removes_containers_dead_workers_left(
+    analyzer: Analyzer, base_image: str, podman_service: PodmanService
+) -> None:
+    def create(name: str, deadline: int) -> None:
+        podman_service.cli(
+            "create", "--name", name, "--label", f"io.retracer.deadline={deadline}",
+            base_image, "true",
+        )  # fmt: skip
+
+    create("retracer-orphan-overdue", deadline=int(time.time()) - 3600)
+    create("retracer-orphan-running", deadline=int(time.time()) + 3600)
+    try:
+        analyzer.clean_up()
+        names = podman_service.cli("ps", "--all", "--format", "{{.Names}}").stdout.split()
+        assert "retracer-orphan-overdue" not in names
+        assert "retracer-orphan-running" in names
+    finally:
+        podman_service.cli("rm", "--force", "retracer-orphan-running", check=False)
+
+
+def test_a_private_core_is_read_through_a_copy_in_the_state_dir(
+    analyzer: Analyzer, testos: Testos, problem_copy: Callable[[str], Path]
+) -> None:
+    # The kernel writes cores 0600; gdb runs as nobody. When retracer runs in a
+    # container only its data directory exists on the host, so the copy lives there.
+    problem = problem_copy("crasher")
+    (problem / "coredump").chmod(0o600)
+    result = analyzer.retrace(problem)
+    assert testos.crashes["crasher"].crash_function in result.backtrace
+    assert list((analyzer.state_dir / "drivers").glob("gdb_report-*.py"))
+    assert list((analyzer.state_dir / "tmp").iterdir()) == []

@@ -1,0 +1,69 @@
+"""compose.yaml under podman-compose: a crash goes in over HTTP, its backtrace comes out.
+
+The tests share one stack (see conftest.py) and run in file order; the last one
+takes the stack down.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.compose.stack import SeedClient, Stack
+from tests.testos import Testos
+
+pytestmark = [
+    pytest.mark.compose,
+    pytest.mark.skipif(shutil.which("podman-compose") is None, reason="needs podman-compose"),
+]
+
+ANALYZING = "Analyzing crash data"
+
+
+def test_the_demo_crash_is_retraced(stack: Stack, testos: Testos) -> None:
+    crash = testos.crashes["crasher"]
+    client = SeedClient(stack.url)
+    task = client.create(crash.archive)
+    status, task = client.wait_finished(task, timeout=300)
+    log, task = client.get(task, "/log")
+    assert status == "FINISHED_SUCCESS", log.text
+    backtrace, _ = client.get(task, "/backtrace")
+    assert crash.crash_function in backtrace.text  # crash_v20_walk_list
+    assert crash.newer_function not in backtrace.text
+
+
+def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos) -> None:
+    # Without its base image the worker bootstraps one first (about 15 s), which
+    # leaves plenty of time to restart it in the middle of the task.
+    for image in stack.retrace_images():
+        subprocess.run(["podman", "rmi", image], capture_output=True, check=True)
+    crash = testos.crashes["crasher"]
+    client = SeedClient(stack.url)
+    task = client.create(crash.archive)
+    deadline = time.monotonic() + 120
+    while True:
+        state, task = client.status(task)
+        if state["stage"] == ANALYZING:
+            break
+        assert state["status"] == "PENDING", f"finished before the restart: {state}"
+        assert time.monotonic() < deadline, f"the worker never started the task: {state}"
+        time.sleep(0.2)
+
+    stack.compose("restart", "worker")
+
+    # The dead worker's lease runs out and housekeeping (every minute) queues the task again.
+    status, task = client.wait_finished(task, timeout=300)
+    log, task = client.get(task, "/log")
+    assert status == "FINISHED_SUCCESS", log.text
+    assert log.text.count(ANALYZING) == 2, log.text  # the restart cut the first attempt short
+    backtrace, _ = client.get(task, "/backtrace")
+    assert crash.crash_function in backtrace.text
+
+
+def test_down_leaves_no_retrace_containers(stack: Stack) -> None:
+    stack.compose("down")
+    assert stack.containers() == []
+    assert stack.retrace_containers() == []
