@@ -16,15 +16,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import requests
 import yaml
 
 from tests.compose.images import REPO
 from tests.podman_service import PodmanLauncher
-
-XZ_TAR = "application/x-xz-compressed-tar"
 
 
 class HostPodmanLauncher(PodmanLauncher):
@@ -169,57 +166,6 @@ class Stack:
         _podman("network", "rm", "--force", f"{self.project}_default", check=False)
         for image in self.retrace_images():
             _podman("rmi", "--force", image, check=False)
-
-
-@dataclass(frozen=True)
-class TaskHandle:
-    task_id: str
-    password: str
-
-
-class SeedClient:
-    """The seed protocol profile: each answer carries the next single-use password."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def create(self, archive: Path) -> TaskHandle:
-        response = requests.post(
-            f"{self.url}/create",
-            data=archive.read_bytes(),
-            headers={"Content-Type": XZ_TAR},
-            timeout=60,
-        )
-        assert response.status_code == 201, response.text
-        return TaskHandle(response.headers["X-Task-Id"], response.headers["X-Task-Password"])
-
-    def get(self, task: TaskHandle, path: str = "") -> tuple[requests.Response, TaskHandle]:
-        """GET /<id><path>; returns the response and the handle with the next password."""
-        response = requests.get(
-            f"{self.url}/{task.task_id}{path}",
-            headers={"X-Task-Password": task.password},
-            timeout=30,
-        )
-        assert response.status_code == 200, f"{path or 'status'}: {response.status_code}"
-        following = response.headers.get("X-Task-Password", task.password)
-        return response, TaskHandle(task.task_id, following)
-
-    def status(self, task: TaskHandle) -> tuple[dict[str, Any], TaskHandle]:
-        response, task = self.get(task)
-        return {
-            "status": response.headers["X-Task-Status"],
-            "stage": response.headers.get("X-Task-Stage", ""),
-        }, task
-
-    def wait_finished(self, task: TaskHandle, timeout: float) -> tuple[str, TaskHandle]:
-        deadline = time.monotonic() + timeout
-        while True:
-            state, task = self.status(task)
-            if state["status"].startswith("FINISHED"):
-                return state["status"], task
-            if time.monotonic() > deadline:
-                raise AssertionError(f"task {task.task_id} did not finish in {timeout} s")
-            time.sleep(0.5)
 
 
 def _podman(*args: str, check: bool = True) -> str:

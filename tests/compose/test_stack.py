@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tests.compose.stack import SeedClient, Stack
+from retracer.server.submit import RetraceClient
+from tests.compose.stack import Stack
 from tests.testos import Testos
 
 pytestmark = [
@@ -25,14 +26,13 @@ ANALYZING = "Analyzing crash data"
 
 def test_the_demo_crash_is_retraced(stack: Stack, testos: Testos) -> None:
     crash = testos.crashes["crasher"]
-    client = SeedClient(stack.url)
+    client = RetraceClient(stack.url)  # the `retracer submit` client: follows rotation
     task = client.create(crash.archive)
-    status, task = client.wait_finished(task, timeout=300)
-    log, task = client.get(task, "/log")
-    assert status == "FINISHED_SUCCESS", log.text
-    backtrace, _ = client.get(task, "/backtrace")
-    assert crash.crash_function in backtrace.text  # crash_v20_walk_list
-    assert crash.newer_function not in backtrace.text
+    outcome = client.wait(task, timeout=300)
+    assert outcome.status == "FINISHED_SUCCESS", outcome.log
+    assert outcome.backtrace is not None
+    assert crash.crash_function in outcome.backtrace  # crash_v20_walk_list
+    assert crash.newer_function not in outcome.backtrace
 
 
 def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos) -> None:
@@ -41,26 +41,25 @@ def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos) -> None:
     for image in stack.retrace_images():
         subprocess.run(["podman", "rmi", image], capture_output=True, check=True)
     crash = testos.crashes["crasher"]
-    client = SeedClient(stack.url)
+    client = RetraceClient(stack.url)
     task = client.create(crash.archive)
     deadline = time.monotonic() + 120
     while True:
-        state, task = client.status(task)
-        if state["stage"] == ANALYZING:
+        status, stage = client.status(task)
+        if stage == ANALYZING:
             break
-        assert state["status"] == "PENDING", f"finished before the restart: {state}"
-        assert time.monotonic() < deadline, f"the worker never started the task: {state}"
+        assert status == "PENDING", f"finished before the restart: {status} {stage}"
+        assert time.monotonic() < deadline, f"the worker never started the task: {stage}"
         time.sleep(0.2)
 
     stack.compose("restart", "worker")
 
     # The dead worker's lease runs out and housekeeping (every minute) queues the task again.
-    status, task = client.wait_finished(task, timeout=300)
-    log, task = client.get(task, "/log")
-    assert status == "FINISHED_SUCCESS", log.text
-    assert log.text.count(ANALYZING) == 2, log.text  # the restart cut the first attempt short
-    backtrace, _ = client.get(task, "/backtrace")
-    assert crash.crash_function in backtrace.text
+    outcome = client.wait(task, timeout=300)
+    assert outcome.status == "FINISHED_SUCCESS", outcome.log
+    assert outcome.log.count(ANALYZING) == 2, outcome.log  # the restart cut the first attempt short
+    assert outcome.backtrace is not None
+    assert crash.crash_function in outcome.backtrace
 
 
 def test_down_leaves_no_retrace_containers(stack: Stack) -> None:
