@@ -12,8 +12,9 @@ from retracer.builder.errors import ProblemRejected
 from retracer.sync.errors import UnknownRelease
 from retracer.sync.settings import ReleaseSettings
 
-# The caps the original retrace server put on ABRT's small text files.
-_TEXT_LIMITS = {
+# The caps the original retrace server put on ABRT's small text files, in bytes;
+# the HTTP side applies the same caps to uploaded archives.
+TEXT_FILE_LIMITS = {
     "executable": 512,
     "package": 128,
     "os_release": 128,
@@ -70,8 +71,8 @@ def _read_line(directory: Path, member: str) -> str:
     if not path.is_file():
         raise ProblemRejected(member, "is missing")
     data = path.read_bytes()
-    if len(data) > _TEXT_LIMITS[member]:
-        raise ProblemRejected(member, f"is longer than {_TEXT_LIMITS[member]} bytes")
+    if len(data) > TEXT_FILE_LIMITS[member]:
+        raise ProblemRejected(member, f"is longer than {TEXT_FILE_LIMITS[member]} bytes")
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError as error:
@@ -83,7 +84,7 @@ def _read_line(directory: Path, member: str) -> str:
 
 def _read_os_info(directory: Path, member: str) -> dict[str, str]:
     path = directory / member
-    if not path.is_file() or path.stat().st_size > _TEXT_LIMITS[member]:
+    if not path.is_file() or path.stat().st_size > TEXT_FILE_LIMITS[member]:
         return {}
     fields = {}
     for line in path.read_text(errors="replace").splitlines():

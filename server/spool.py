@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
+from retracer.builder.problem import TEXT_FILE_LIMITS
 from retracer.server.config import ServerSettings
 from retracer.server.errors import (
     ArchiveRejected,
@@ -68,11 +69,10 @@ SUPPORTED_FORMATS = (
 # (None: only the total unpacked cap applies).
 MEMBER_LIMITS: dict[str, int | None] = {
     "coredump": None,
-    "executable": 512,
-    "package": 128,
-    "os_release": 128,
-    "rootdir": 256,
-    "os_release_in_rootdir": 128,
+    **{
+        name: TEXT_FILE_LIMITS[name]
+        for name in ("executable", "package", "os_release", "rootdir", "os_release_in_rootdir")
+    },
     "packages": 65536,
 }
 REQUIRED_MEMBERS = ("coredump",)
