@@ -22,8 +22,7 @@ from typing import Any
 
 from retracer.builder.errors import SandboxFailed
 from retracer.builder.model import Module, ResolvedModule
-
-MARKER = "----- retracer report -----"
+from retracer.images.gdb_report import MARKER
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ import json
 import os
 import signal
 
-import gdb
-
+# Separates the text from the JSON; the host's parser imports it from here.
 MARKER = "----- retracer report -----"
 MAX_FRAMES = 256
 MAX_VALUE = 200
@@ -190,4 +189,9 @@ def main() -> None:
     )
 
 
-main()
+if __name__ == "__main__":  # gdb -x runs the script as __main__
+    # Imported here, not above: the host imports this module for MARKER, and only
+    # gdb's embedded Python has the gdb module.
+    import gdb
+
+    main()
