@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import tarfile
 import tempfile
 import time
@@ -77,9 +78,14 @@ class Sandbox:
         self.settings = settings
         self.limits = settings.limits
         try:
+            _probe(settings.podman_url)
             self.client = PodmanClient(base_url=settings.podman_url, timeout=60)
+        except (PodmanError, ValueError, OSError) as error:
+            raise SandboxUnavailable(settings.podman_url, _short(error)) from error
+        try:
             self.client.ping()
         except (PodmanError, requests.RequestException, OSError) as error:
+            self.client.close()
             raise SandboxUnavailable(settings.podman_url, _short(error)) from error
 
     def close(self) -> None:
@@ -264,7 +270,25 @@ class Sandbox:
             raise SandboxFailed(step, _short(error)) from error
 
 
+def _probe(url: str) -> None:
+    """Connect to a unix socket once, so that a dead service fails here.
+
+    podman-py leaks the socket of a unix connection that fails (podman 5.x), which
+    surfaces later as a ResourceWarning in whatever code runs next.
+    """
+    if not url.startswith("unix://"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(10)
+        probe.connect(url.removeprefix("unix://"))
+
+
 def _short(error: BaseException) -> str:
     """A one-line description of a foreign error, without trailing punctuation."""
-    text = getattr(error, "explanation", None) or str(error) or type(error).__name__
+    text = (
+        getattr(error, "explanation", None)
+        or getattr(error, "strerror", None)
+        or str(error)
+        or type(error).__name__
+    )
     return " ".join(str(text).split())[:300].rstrip(".")

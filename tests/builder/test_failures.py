@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +13,9 @@ import pytest
 
 from retracer.builder.errors import BuilderError
 from retracer.builder.retrace import Analyzer
+from retracer.server.config import Config
 from retracer.sync.errors import SyncError
+from tests.testos import Testos
 
 ProblemCopy = Callable[[str], Path]
 
@@ -122,3 +127,18 @@ def test_bad_problem_files(
     else:
         (problem / member).write_text(content)
     assert failure(analyzer, problem) == reason
+
+
+def test_podman_down_is_one_clear_sentence(
+    retrace_config: Config, testos: Testos, tmp_path: Path
+) -> None:
+    # A socket file nobody listens on: what a stopped podman service leaves behind.
+    url = f"unix://{tmp_path}/podman.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(tmp_path / "podman.sock"))
+    settings = dataclasses.replace(retrace_config.builder, podman_url=url)
+    analyzer = Analyzer(settings, retrace_config.releases, tmp_path / "state")
+    reason = failure(analyzer, testos.crashes["crasher"].problem_dir)
+    assert reason == f"The podman service at {url} cannot be reached: Connection refused."
+    # The failed connection must not leak its socket (warnings are errors here).
+    gc.collect()

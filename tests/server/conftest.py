@@ -31,10 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def settings_mapping(tmp_path: Path, **server: Any) -> dict[str, Any]:
+def settings_mapping(
+    tmp_path: Path, podman_url: str | None = None, **server: Any
+) -> dict[str, Any]:
+    """Server settings under tmp_path. Without ``podman_url`` the builder points at a
+    socket that does not exist, so no test reaches the host's own podman."""
     return {
         "data_dir": str(tmp_path / "data"),
         "server": {"port": 0, "min_free_space_mib": 1, **server},
+        "builder": {"podman_url": podman_url or f"unix://{tmp_path}/no-podman.sock"},
         "releases": [
             {
                 "id": "testos-1-x86_64",

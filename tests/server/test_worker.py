@@ -6,6 +6,7 @@ analyzer fails fast with its own reason: a true failure path, with nothing mocke
 
 from __future__ import annotations
 
+import logging
 import stat
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from retracer.server.jobs import JobQueue
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskState, TaskStore
 from retracer.server.worker import Worker
+from tests.podman_service import PodmanService
 from tests.server.archives import abrt_archive
 from tests.server.conftest import settings_mapping, upload
 from tests.server.live import ServeProcess
@@ -152,9 +154,14 @@ def test_finished_tasks_are_read_only(serve_process: ServeFactory, tmp_path: Pat
 
 
 def test_housekeeping_expires_old_tasks_and_orphans(
-    serve_process: ServeFactory, tmp_path: Path
+    serve_process: ServeFactory,
+    tmp_path: Path,
+    podman_service: PodmanService,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    data = settings_mapping(tmp_path, finished_task_max_age_hours=0.0001)
+    data = settings_mapping(
+        tmp_path, podman_url=podman_service.url, finished_task_max_age_hours=0.0001
+    )
     url = serve_process(data).start()
     finished, password = create(url)
     wait_finished(url, finished, password)
@@ -163,7 +170,9 @@ def test_housekeeping_expires_old_tasks_and_orphans(
     orphan.mkdir()
     time.sleep(0.5)
 
-    Worker(config).housekeeping()
+    with caplog.at_level(logging.WARNING):
+        Worker(config).housekeeping()
+    assert not caplog.records, "housekeeping reached podman and cleaned up without a warning"
     assert get(url, f"/{finished}", password).status_code == 404
     assert not (tmp_path / "data" / "spool" / "tasks" / finished).exists()
     assert not orphan.exists()
