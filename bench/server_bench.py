@@ -40,7 +40,7 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 import yaml  # noqa: E402
 
-ATTEMPTS = 2
+ATTEMPTS = 3
 SMALL_PROBLEM = {
     "executable": b"/usr/bin/crasher",
     "package": b"crasher-1.0-1",

@@ -3,9 +3,10 @@
 - :func:`in_threadpool` runs a function in gevent's thread pool and waits for it
   cooperatively (repository index lookups).
 - :func:`pump_into_thread` streams a request body into a function running in the
-  thread pool through a pipe (unpacking uploads): the event loop only copies bytes
-  from the socket, while decompression and disk writes happen in the thread. Memory
-  stays at one chunk plus the pipe's buffer, and the body is written to disk once.
+  thread pool through a pipe (unpacking uploads): the event loop only moves bytes
+  from the socket to the pipe (with splice(2) on a plain socket, so they never enter
+  Python), while decompression and disk writes happen in the thread. Memory stays at
+  one chunk plus the pipe's buffer, and the body is written to disk once.
 
 Without gevent (the worker, a test calling the spool directly) the spool uses plain
 in-thread equivalents instead.
@@ -22,6 +23,9 @@ from typing import IO, TypeVar
 
 import gevent
 import gevent.os
+import gevent.socket
+import gevent.ssl
+from gevent import pywsgi
 
 from retracer.server.errors import UploadIncomplete
 
@@ -49,27 +53,20 @@ def pump_into_thread(stream: IO[bytes], length: int, consume: Callable[[IO[bytes
     with contextlib.suppress(OSError):  # a smaller pipe only means more context switches
         fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)
     gevent.os.make_nonblocking(write_fd)
-    reader = os.fdopen(read_fd, "rb", buffering=CHUNK)
+    # Unbuffered: the consumer may splice(2) from the descriptor itself.
+    reader = io.FileIO(read_fd, "rb")
 
     def run() -> T:
         with reader:  # closing it tells the pump to stop (EPIPE)
             return consume(reader)
 
     job = gevent.get_hub().threadpool.spawn(run)
-    sent = 0
-    chunk = b"-"
     try:
-        while sent < length:
-            chunk = stream.read(min(CHUNK, length - sent))
-            if not chunk:
-                break
-            if not _write_all(write_fd, chunk):
-                break  # consume() finished or refused without needing the rest
-            sent += len(chunk)
+        sent, ended = _copy(stream, length, write_fd)
     finally:
         writer.close()
         job.wait()  # the thread must be done with the task folder before anyone cleans it
-    if not chunk:
+    if ended:
         raise UploadIncomplete(sent, length)
     result: T = job.get()
     return result
@@ -84,3 +81,67 @@ def _write_all(fd: int, data: bytes) -> bool:
     except BrokenPipeError:
         return False
     return True
+
+
+def _copy(stream: IO[bytes], length: int, pipe_fd: int) -> tuple[int, bool]:
+    """Move the body into the pipe; returns (bytes sent, whether the body ended early)."""
+    socket_fd = _spliceable_socket(stream)
+    if socket_fd is None:
+        return _copy_through_python(stream, length, pipe_fd)
+    assert isinstance(stream, pywsgi.Input)
+    stream.read(0)  # answers "Expect: 100-continue", reads nothing
+    # One read1 takes what gevent's reader already holds (or does one socket read);
+    # after it that buffer is empty, so the socket's own position is the body's.
+    first = stream.rfile.read1(length)
+    stream.position += len(first)
+    if not first:
+        return 0, True
+    if not _write_all(pipe_fd, first):
+        return len(first), False
+    sent = len(first)
+    while sent < length:
+        try:
+            moved = os.splice(
+                socket_fd,
+                pipe_fd,
+                min(CHUNK, length - sent),
+                flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK,
+            )
+        except BlockingIOError:  # no data yet, or the pipe is full: wait for both
+            gevent.socket.wait_write(pipe_fd)
+            gevent.socket.wait_read(socket_fd)
+            continue
+        except BrokenPipeError:
+            return sent, False  # consume() finished or refused without the rest
+        if not moved:
+            return sent, True
+        # gevent's Input must know what was read, or it would wait for it again.
+        stream.position += moved
+        sent += moved
+    return sent, False
+
+
+def _copy_through_python(stream: IO[bytes], length: int, pipe_fd: int) -> tuple[int, bool]:
+    sent = 0
+    while sent < length:
+        chunk = stream.read(min(CHUNK, length - sent))
+        if not chunk:
+            return sent, True
+        if not _write_all(pipe_fd, chunk):
+            return sent, False  # consume() finished or refused without needing the rest
+        sent += len(chunk)
+    return sent, False
+
+
+def _spliceable_socket(stream: IO[bytes]) -> int | None:
+    """The descriptor of the plain TCP socket under a gevent request body, if it has one.
+
+    A chunked body or an encrypted socket must go through Python; so must anything
+    that is not gevent's own Input (a test client's stream, say).
+    """
+    if not isinstance(stream, pywsgi.Input) or stream.chunked_input:
+        return None
+    sock = getattr(getattr(stream.rfile, "raw", None), "_sock", None)
+    if not isinstance(sock, gevent.socket.socket) or isinstance(sock, gevent.ssl.SSLSocket):
+        return None
+    return sock.fileno()

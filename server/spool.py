@@ -8,9 +8,9 @@ This is the only module that touches the spool directory. Its layout::
     <data_dir>/spool/tasks/<id>/log               what the retrace printed
     <data_dir>/spool/tasks/<id>/backtrace         the results (see RESULT_FILES)
 
-An upload streams to disk in bounded chunks, then unpacks as a stream (``tarfile``
-mode ``r|``) behind a running cap on the unpacked bytes, so neither a 4 GiB core nor
-an xz bomb needs memory in proportion. Every member is checked before a byte of it
+An upload unpacks as it arrives (see :mod:`retracer.server.archive`) behind a running
+cap on the unpacked bytes, so neither a 4 GiB core nor an xz bomb needs memory in
+proportion. Every member is checked before a byte of it
 is written: a regular file with a bare, known name, at most once, under its own size
 cap. Files are created with ``O_EXCL | O_NOFOLLOW`` relative to the directory's file
 descriptor, so nothing can land outside it. Anything refused leaves nothing behind.
@@ -22,22 +22,20 @@ writer here refuses a sealed task.
 from __future__ import annotations
 
 import errno
-import gzip
 import logging
-import lzma
 import os
 import secrets
 import shutil
 import stat
 import tarfile
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 from retracer.builder.problem import TEXT_FILE_LIMITS
+from retracer.server.archive import CORRUPT, TarStream, describe, open_tar, write_all
 from retracer.server.config import ServerSettings
 from retracer.server.errors import (
     ArchiveRejected,
@@ -78,21 +76,6 @@ MEMBER_LIMITS: dict[str, int | None] = {
 REQUIRED_MEMBERS = ("coredump",)
 CORE = "coredump"
 COREDUMP_TASK_TYPE = "0"
-
-CHUNK = 1 << 20
-# pax and GNU long-name headers are read into memory by tarfile; keep them small.
-_MAX_EXTENDED_HEADER = 64 << 10
-_EXTENDED_TYPES = (
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-)
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_GZIP_MAGIC = b"\x1f\x8b"
-_SNIFF = 512
-# What a corrupt or truncated stream raises from the decompressors and tarfile.
-_CORRUPT = (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, gzip.BadGzipFile)
 
 
 @dataclass(frozen=True)
@@ -231,17 +214,11 @@ class Spool:
             members = _Extractor(dir_fd, cap_mib << 20, self._settings, self._require_space)
             try:
                 # Headers and padding come on top of the members' bytes.
-                capped = _CappedReader(_decompressed(raw), (cap_mib + 1) << 20, cap_mib)
-                with tarfile.open(
-                    fileobj=capped,
-                    mode="r|",
-                    tarinfo=_BoundedTarInfo,  # type: ignore[call-overload]
-                    bufsize=CHUNK,
-                ) as archive:
-                    for member in archive:
-                        members.extract(archive, member)
-            except _CORRUPT as error:
-                raise UnpackFailed(_describe(error)) from error
+                stream = open_tar(raw, (cap_mib + 1) << 20, cap_mib)
+                for member in stream.members():
+                    members.extract(stream, member)
+            except CORRUPT as error:
+                raise UnpackFailed(describe(error)) from error
             members.finish()
             os.fsync(dir_fd)
         finally:
@@ -261,7 +238,7 @@ class Spool:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
         fd = os.open(self._tasks / task_id / "log", flags, 0o600)
         try:
-            _write_all(fd, (line.rstrip("\n") + "\n").encode())
+            write_all(fd, (line.rstrip("\n") + "\n").encode())
         finally:
             os.close(fd)
 
@@ -272,7 +249,7 @@ class Spool:
         temporary = folder / f".{name}.{secrets.token_hex(4)}"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            _write_all(fd, text.encode())
+            write_all(fd, text.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -336,23 +313,17 @@ class _Extractor:
     def names(self) -> tuple[str, ...]:
         return tuple(self._seen)
 
-    def extract(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def extract(self, stream: TarStream, member: tarfile.TarInfo) -> None:
         self._check(member)
         self._seen.append(member.name)
         self.total += member.size
         if self.total > self._cap:
             raise UploadTooLarge("unpacked", self._settings.max_unpacked_size_mib)
         self._require_space(member.size)
-        source = archive.extractfile(member)
-        assert source is not None  # a regular file always has data
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = os.open(member.name, flags, 0o600, dir_fd=self._dir_fd)
         try:
-            written = 0
-            while chunk := source.read(CHUNK):
-                _write_all(fd, chunk)
-                written += len(chunk)
-            if written != member.size:
+            if stream.copy_to(fd, member) != member.size:
                 raise UnpackFailed(f"the member {member.name!r} is truncated")
             os.fsync(fd)
         finally:
@@ -385,7 +356,8 @@ class _Extractor:
 def _kind(member: tarfile.TarInfo) -> str | None:
     """What a non-regular member is, in words; None for a plain regular file."""
     if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
-        return None
+        # pax can describe a sparse file with a regular type; its data is a map, not bytes.
+        return "a sparse file" if member.sparse is not None else None
     if member.issym():
         return "a symbolic link"
     if member.islnk():
@@ -399,75 +371,9 @@ def _kind(member: tarfile.TarInfo) -> str | None:
     return "not a regular file"
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses pax and GNU long-name headers big enough to hurt (tarfile reads them whole)."""
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
-        info = super().frombuf(buf, encoding, errors)
-        if info.type in _EXTENDED_TYPES and info.size > _MAX_EXTENDED_HEADER:
-            raise ArchiveRejected(info.name, "has an extended header larger than 64 KiB")
-        return info
-
-
-class _CappedReader:
-    """A read-only stream that fails once more than ``cap`` bytes came out of it."""
-
-    def __init__(self, source: IO[bytes] | gzip.GzipFile, cap: int, cap_mib: int) -> None:
-        self._source = source
-        self._cap = cap
-        self._cap_mib = cap_mib
-        self._count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(CHUNK if size is None or size < 0 else size)
-        self._count += len(data)
-        if self._count > self._cap:
-            raise UploadTooLarge("unpacked", self._cap_mib)
-        return data
-
-
 def read_in_place(stream: IO[bytes], length: int, consume: Callable[[IO[bytes]], T]) -> T:
     """The simplest pump: ``consume`` reads the stream itself, in this thread."""
     return consume(cast(IO[bytes], _Exactly(stream, length)))
-
-
-def _decompressed(raw: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
-    """The tar stream inside ``raw``, whatever compression it really has."""
-    head = _read_up_to(raw, _SNIFF)
-    whole = cast(IO[bytes], _Prefixed(head, raw))
-    if head.startswith(_XZ_MAGIC):
-        return lzma.LZMAFile(whole)
-    if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=whole, mode="rb")
-    if head[257:262] == b"ustar":
-        return whole
-    raise UnpackFailed("the upload is not xz, gzip or tar data")
-
-
-def _read_up_to(source: IO[bytes], size: int) -> bytes:
-    parts = []
-    while size > 0 and (part := source.read(size)):
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
-
-
-class _Prefixed:
-    """A stream that yields ``head`` again, then the rest of ``source`` (pipes cannot seek)."""
-
-    def __init__(self, head: bytes, source: IO[bytes]) -> None:
-        self._head = head
-        self._source = source
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            if size is None or size < 0:
-                data, self._head = self._head + self._source.read(), b""
-            else:
-                data, self._head = self._head[:size], self._head[size:]
-            return data
-        return self._source.read(size)
 
 
 class _Exactly:
@@ -486,19 +392,6 @@ class _Exactly:
             raise UploadIncomplete(0, self._left)
         self._left -= len(data)
         return data
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, EOFError | tarfile.ReadError) and "end" in str(error).lower():
-        return "the stream is truncated"
-    text = str(error).rstrip(".") or type(error).__name__
-    return f"the data is corrupt ({text})"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _fsync_dir(path: Path) -> None:

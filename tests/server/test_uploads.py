@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
+import socket
 import tarfile
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ import requests
 
 from retracer.server.config import Config
 from tests.server.archives import PROBLEM, Member, abrt_archive, gz, regular, tar, xz, xz_bomb
-from tests.server.conftest import settings_mapping, upload
+from tests.server.conftest import XZ_TAR, settings_mapping, upload
 from tests.server.live import Served, ServeProcess
 
 ServeFactory = Callable[[dict[str, Any]], ServeProcess]
@@ -29,6 +31,20 @@ ESCAPED = "/tmp/retracer-test-escaped"
 
 def member(reason: str) -> str:
     return f"The archive member {reason}.\n"
+
+
+def sparse_member() -> bytes:
+    """A pax sparse file: a regular type whose data is a map of holes, not the bytes."""
+    info = tarfile.TarInfo("coredump")
+    data = b"1\n0\n4\n".ljust(512, b"\0") + b"core".ljust(512, b"\0")
+    info.size = len(data)
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "coredump",
+        "GNU.sparse.realsize": "4",
+    }
+    return info.tobuf(tarfile.PAX_FORMAT) + data + bytes(1024)
 
 
 HOSTILE: dict[str, tuple[bytes, int, str]] = {
@@ -107,6 +123,22 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
         500,
         "The archive cannot be unpacked: the upload is not xz, gzip or tar data.\n",
     ),
+    # Plain tars take another path: member data is spliced from the socket to the file.
+    "truncated plain tar": (
+        tar(regular({**PROBLEM, "coredump": random.Random(5).randbytes(1 << 16)}))[:40000],
+        500,
+        "The archive cannot be unpacked: the member 'coredump' is truncated.\n",
+    ),
+    "oversize plain tar": (
+        tar(regular({**PROBLEM, "coredump": bytes(9 << 20)})),
+        413,
+        "The unpacked archive is larger than this server's 8 MiB limit.\n",
+    ),
+    "sparse member": (
+        sparse_member(),
+        403,
+        member("'coredump' is a sparse file; only regular files are accepted"),
+    ),
     "corrupt xz": (
         NOISY[:2000] + bytes(2000) + NOISY[4000:],
         500,
@@ -183,8 +215,6 @@ def test_truncated_body_leaves_nothing(
     served: Served, server_config: Callable[..., Config]
 ) -> None:
     """A client that announces more than it sends and hangs up."""
-    import socket
-
     host, port = served.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(
@@ -251,3 +281,46 @@ def test_hostile_corpus_against_the_real_serve_command(
         accepted.add(good.headers["X-Task-Id"])
     assert {p.name for p in (spool / "tasks").iterdir()} == accepted
     assert not os.path.exists(ESCAPED)
+
+
+def test_expect_100_continue_is_answered_before_the_body(served: Served) -> None:
+    """Clients such as curl wait for "100 Continue" before they send a large body."""
+    body = abrt_archive()
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            f"POST /create HTTP/1.1\r\nHost: {host}\r\nContent-Type: {XZ_TAR}\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        assert connection.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n")
+        connection.sendall(body)
+        assert connection.recv(4096).startswith(b"HTTP/1.1 201 ")
+
+
+BIG_CORE = random.Random(6).randbytes(1 << 20)  # more than any read buffer holds
+
+
+@pytest.mark.parametrize("pack", [tar, lambda members: xz(tar(members))], ids=["plain", "xz"])
+def test_a_connection_serves_more_requests_after_an_upload(
+    served: Served, pack: Callable[[list[Member]], bytes]
+) -> None:
+    """The server consumes exactly the body, whether it took all of it or refused it
+    early: the next request on the same connection is answered."""
+    body = pack(regular({**PROBLEM, "coredump": BIG_CORE}))
+    refused = pack([Member("evil.sh", b"x"), Member("coredump", BIG_CORE)])
+    host, port = served.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        answers = []
+        for payload in (body, refused, body):
+            connection.request("POST", "/create", body=payload, headers={"Content-Type": XZ_TAR})
+            socket_used = connection.sock
+            response = connection.getresponse()
+            response.read()
+            answers.append(response.status)
+            assert connection.sock is socket_used, "the server closed the connection"
+        connection.request("GET", "/settings")
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    assert answers == [201, 403, 201]

@@ -1,0 +1,207 @@
+"""An uploaded archive read once, front to back: compression sniffed, bytes capped.
+
+tarfile parses the headers (in ``r:`` mode over a reader that only moves forward,
+so pax and GNU headers work as tarfile knows them), and the caller copies each
+member's data to a file descriptor with :meth:`TarStream.copy_to`, which bypasses
+tarfile's own buffering. When the upload is a plain tar arriving through a pipe,
+member data moves from the pipe to the file with splice(2) and never enters Python.
+
+Every byte that leaves the stream (headers, padding, data) counts against the
+unpacked cap, so a decompression bomb stops at the cap, whatever its headers claim.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterator
+from typing import IO, Protocol, cast
+
+from retracer.server.errors import ArchiveRejected, UnpackFailed, UploadTooLarge
+
+CHUNK = 1 << 20
+_WRITEBACK = 32 << 20
+# pax and GNU long-name headers are read into memory by tarfile; keep them small.
+_MAX_EXTENDED_HEADER = 64 << 10
+_EXTENDED_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_GZIP_MAGIC = b"\x1f\x8b"
+_SNIFF = tarfile.BLOCKSIZE
+# What a corrupt or truncated stream raises from the decompressors and tarfile.
+CORRUPT = (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, gzip.BadGzipFile)
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class TarStream:
+    """The tar data of an upload, readable once, front to back, up to ``cap`` bytes."""
+
+    def __init__(
+        self, source: Readable, head: bytes, cap: int, cap_mib: int, pipe_fd: int | None
+    ) -> None:
+        self._source = source
+        self._head = head  # bytes read to sniff the format, served again first
+        self._cap = cap
+        self._cap_mib = cap_mib
+        self._pipe_fd = pipe_fd
+        self._position = 0
+
+    def members(self) -> Iterator[tarfile.TarInfo]:
+        """Each member's header, in order; its data must be consumed before the next."""
+        with tarfile.open(
+            fileobj=cast(IO[bytes], self),
+            mode="r:",
+            tarinfo=_BoundedTarInfo,
+        ) as archive:
+            yield from archive
+
+    def copy_to(self, fd: int, member: tarfile.TarInfo) -> int:
+        """Write ``member``'s data to ``fd``; returns the bytes written (fewer if truncated)."""
+        self.seek(member.offset_data)
+        self._count(member.size)
+        written = 0
+        if self._head:
+            written += write_all(fd, self._take_head(member.size))
+        advised = previous = 0
+        while written < member.size:
+            wanted = min(CHUNK, member.size - written)
+            if self._pipe_fd is not None:
+                moved = os.splice(self._pipe_fd, fd, wanted, flags=os.SPLICE_F_MOVE)
+            else:
+                moved = write_all(fd, self._source.read(wanted))
+            if not moved:
+                break
+            written += moved
+            if written - advised >= _WRITEBACK:
+                # Linux starts writing back the new window without waiting, and drops the
+                # previous one, written back by now, from the page cache: the final fsync
+                # has little left to do, and a 4 GiB core does not evict everything else.
+                os.posix_fadvise(fd, previous, written - previous, os.POSIX_FADV_DONTNEED)
+                previous, advised = advised, written
+        self._position += written
+        return written
+
+    # The file-object interface tarfile uses.
+
+    def read(self, size: int = -1) -> bytes:
+        """Exactly ``size`` bytes, fewer only at the end of the stream."""
+        parts = []
+        wanted = self._cap + 1 if size is None or size < 0 else size
+        while wanted > 0:
+            part = self._take_head(wanted) if self._head else self._source.read(min(wanted, CHUNK))
+            if not part:
+                break
+            self._count(len(part))
+            self._position += len(part)
+            parts.append(part)
+            wanted -= len(part)
+        return b"".join(parts)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < self._position:
+            raise UnpackFailed("its layout needs reading backwards, which a stream cannot do")
+        while self._position < offset:
+            if not self.read(min(CHUNK, offset - self._position)):
+                break
+        return self._position
+
+    def _take_head(self, size: int) -> bytes:
+        part, self._head = self._head[:size], self._head[size:]
+        return part
+
+    def _count(self, size: int) -> None:
+        if self._position + size > self._cap:
+            raise UploadTooLarge("unpacked", self._cap_mib)
+
+
+def open_tar(raw: Readable, cap: int, cap_mib: int) -> TarStream:
+    """The tar stream inside ``raw``, whatever compression it really has.
+
+    Raises:
+        UnpackFailed: the data is neither xz, gzip nor tar.
+    """
+    head = _read_up_to(raw, _SNIFF)
+    whole = cast(IO[bytes], _Prefixed(head, raw))
+    if head.startswith(_XZ_MAGIC):
+        return TarStream(lzma.LZMAFile(whole), b"", cap, cap_mib, None)
+    if head.startswith(_GZIP_MAGIC):
+        return TarStream(gzip.GzipFile(fileobj=whole, mode="rb"), b"", cap, cap_mib, None)
+    if head[257:262] == b"ustar":
+        return TarStream(raw, head, cap, cap_mib, _pipe_fd(raw))
+    raise UnpackFailed("the upload is not xz, gzip or tar data")
+
+
+def describe(error: BaseException) -> str:
+    """Why a corrupt stream failed, as the end of a sentence."""
+    if isinstance(error, EOFError | tarfile.ReadError) and "end" in str(error).lower():
+        return "the stream is truncated"
+    text = str(error).rstrip(".") or type(error).__name__
+    return f"the data is corrupt ({text})"
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses pax and GNU long-name headers big enough to hurt (tarfile reads them whole)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
+        info = super().frombuf(buf, encoding, errors)
+        if info.type in _EXTENDED_TYPES and info.size > _MAX_EXTENDED_HEADER:
+            raise ArchiveRejected(info.name, "has an extended header larger than 64 KiB")
+        return info
+
+
+class _Prefixed:
+    """A stream that yields ``head`` again, then the rest of ``source`` (pipes cannot seek)."""
+
+    def __init__(self, head: bytes, source: Readable) -> None:
+        self._head = head
+        self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                data, self._head = self._head + self._source.read(), b""
+            else:
+                data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._source.read(size)
+
+
+def _pipe_fd(raw: Readable) -> int | None:
+    """The descriptor splice(2) can read from: a pipe read unbuffered, so that nothing
+    sits in a Python buffer ahead of the descriptor's position."""
+    if not isinstance(raw, io.RawIOBase):
+        return None
+    fd = raw.fileno()
+    return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+
+
+def _read_up_to(source: Readable, size: int) -> bytes:
+    parts = []
+    while size > 0 and (part := source.read(size)):
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def write_all(fd: int, data: bytes) -> int:
+    """Write all of ``data`` to a blocking descriptor; returns its length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
