@@ -28,7 +28,7 @@ from retracer.builder.report import describe_modules, locate_frames, parse_gdb_o
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.errors import PackageNotFound
-from retracer.sync.metadata import RepositoryIndex
+from retracer.sync.index import RepositoryIndex
 from retracer.sync.model import Package, PackageSet
 from retracer.sync.settings import ReleaseSettings
 

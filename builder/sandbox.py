@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import requests
 from podman import PodmanClient
-from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
+from podman.errors import ImageNotFound, NotFound, PodmanError
 
 from retracer.builder.errors import SandboxFailed, SandboxUnavailable, StepTimeout
 from retracer.builder.settings import BuilderSettings
@@ -87,8 +88,11 @@ class Sandbox:
         except (PodmanError, requests.RequestException, OSError) as error:
             self.client.close()
             raise SandboxUnavailable(settings.podman_url, _short(error)) from error
+        self._reaper = _Reaper(settings.podman_url)
 
     def close(self) -> None:
+        """Wait until every container this sandbox ran is removed, then disconnect."""
+        self._reaper.close()
         self.client.close()
 
     def __enter__(self) -> Sandbox:
@@ -139,24 +143,26 @@ class Sandbox:
             try:
                 # podman polls the container every 250 ms by default: most of a
                 # short run. A tight interval costs the service little.
-                exit_code = container.wait(timeout=spec.timeout, interval="10ms")
+                exit_code = int(container.wait(timeout=spec.timeout, interval="10ms"))
             except requests.exceptions.RequestException as error:
                 if time.monotonic() - started < spec.timeout:
                     raise
                 container.kill()
                 raise StepTimeout(spec.step, spec.timeout) from error
-            container.reload()
-            state = container.attrs.get("State", {})
+            oom_killed = False
+            if exit_code != 0:  # only a failure needs to know why
+                container.reload()
+                oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
             stdout = b"".join(container.logs(stdout=True, stderr=False, stream=False))
             stderr = b"".join(container.logs(stdout=False, stderr=True, stream=False))
             if spec.commit_to and exit_code == 0:
                 repository, _, tag = spec.commit_to.rpartition(":")
                 container.commit(repository=repository, tag=tag)
         return RunOutput(
-            exit_code=int(exit_code),
+            exit_code=exit_code,
             stdout=stdout.decode(errors="replace"),
             stderr=stderr.decode(errors="replace"),
-            oom_killed=bool(state.get("OOMKilled")),
+            oom_killed=oom_killed,
             seconds=time.monotonic() - started,
         )
 
@@ -202,12 +208,7 @@ class Sandbox:
         try:
             yield container
         finally:
-            try:
-                container.remove(force=True)
-            except NotFound:
-                pass
-            except APIError as error:
-                log.warning("could not remove container %s: %s", name, _short(error))
+            self._reaper.remove(name)
 
     def _create_args(self, spec: RunSpec, name: str) -> dict[str, Any]:
         limits = self.limits
@@ -268,6 +269,36 @@ class Sandbox:
             raise SandboxUnavailable(self.settings.podman_url, _short(error)) from error
         except (PodmanError, requests.RequestException) as error:
             raise SandboxFailed(step, _short(error)) from error
+
+
+class _Reaper:
+    """Removes finished containers on a thread of its own, so the next step starts at
+    once; ``close`` returns when all of them are gone. The thread has its own client:
+    podman-py's is not meant to be shared between threads."""
+
+    def __init__(self, podman_url: str) -> None:
+        self._podman_url = podman_url
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-reaper")
+        self._client: PodmanClient | None = None
+
+    def remove(self, name: str) -> None:
+        self._pool.submit(self._remove, name)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
+
+    def _remove(self, name: str) -> None:
+        try:
+            if self._client is None:
+                self._client = PodmanClient(base_url=self._podman_url, timeout=60)
+            self._client.containers.remove(name, force=True)
+        except NotFound:
+            pass
+        except (PodmanError, requests.RequestException, OSError) as error:
+            # A dead worker's housekeeping removes it later, by its deadline label.
+            log.warning("could not remove container %s: %s", name, _short(error))
 
 
 def _probe(url: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from retracer.sync.errors import UnknownRelease
-from retracer.sync.metadata import RepositoryIndex
+from retracer.sync.index import RepositoryIndex
 from retracer.sync.model import Package
 from retracer.sync.settings import ReleaseSettings
 

@@ -88,7 +88,7 @@ def publish(repository: Path, work_dir: Path) -> bool:
     packages = _packages(repository, held)
     try:
         with tempfile.TemporaryDirectory(prefix="repodata-", dir=work_dir) as staging:
-            repomd = _write(Path(staging), packages)
+            repomd = write_metadata(Path(staging), packages)
             _swap(repository / REPODATA, Path(staging), repomd)
     except (createrepo_c.CreaterepoCError, OSError) as error:
         raise PublishFailed(str(repository), str(error).rstrip(".")) from error
@@ -138,7 +138,8 @@ def _previous_packages(repository: Path) -> dict[str, createrepo_c.Package]:
     return {pkg.location_href: pkg for pkg in packages}
 
 
-def _write(staging: Path, packages: list[createrepo_c.Package]) -> createrepo_c.Repomd:
+def write_metadata(staging: Path, packages: list[createrepo_c.Package]) -> createrepo_c.Repomd:
+    """Write the xml metadata of ``packages`` and its repomd.xml into ``staging``."""
     paths = {kind: staging / f"{kind}.xml.gz" for kind in _WRITERS}
     writers = {
         kind: cls(str(paths[kind]), createrepo_c.GZ_COMPRESSION) for kind, cls in _WRITERS.items()
@@ -187,18 +188,35 @@ def _referenced(repomd: Path) -> set[str]:
     return {Path(record.location_href).name for record in records}
 
 
+@dataclass(frozen=True)
+class MetadataFile:
+    """One metadata file of the published generation, as repomd.xml records it."""
+
+    path: Path
+    checksum: str
+
+
+def metadata_files(repository: Path) -> dict[str, MetadataFile]:
+    """The files ``repodata/repomd.xml`` names, by type (``primary``, ``filelists``...).
+
+    Raises:
+        OSError, createrepo_c.CreaterepoCError: repomd.xml is missing or malformed.
+    """
+    records = createrepo_c.Repomd(str(repository / REPODATA / REPOMD)).records
+    return {
+        record.type: MetadataFile(repository / record.location_href, record.checksum)
+        for record in records
+    }
+
+
 def _record_path(repository: Path, kind: str) -> Path | None:
-    repomd = repository / REPODATA / REPOMD
-    if not repomd.exists():
+    if not (repository / REPODATA / REPOMD).exists():
         return None
     try:
-        records = createrepo_c.Repomd(str(repomd)).records
+        found = metadata_files(repository).get(kind)
     except (createrepo_c.CreaterepoCError, OSError):
         return None
-    for record in records:
-        if record.type == kind:
-            return repository / record.location_href
-    return None
+    return found.path if found else None
 
 
 def _fsync(path: Path) -> None:
