@@ -323,6 +323,11 @@ class _Extractor:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = os.open(member.name, flags, 0o600, dir_fd=self._dir_fd)
         try:
+            if member.name == CORE:
+                # gdb reads the core as the sandbox's unprivileged user, bind-mounted
+                # from here; the task's private folders keep everyone else out. (Not
+                # readable, every retrace would first copy the core.)
+                os.fchmod(fd, 0o644)
             if stream.copy_to(fd, member) != member.size:
                 raise UnpackFailed(f"the member {member.name!r} is truncated")
             os.fsync(fd)

@@ -108,7 +108,8 @@ def test_hanging_gdb_is_stopped_at_the_timeout(analyzer: Analyzer, base_image: s
                     timeout=limits.gdb_timeout_seconds,
                 )
             )
-        assert caught.value.reason == "gdb timed out after 3 s."
+    assert caught.value.reason == "gdb timed out after 3 s."
+    with Sandbox(settings) as sandbox:  # closing the first one waited for the removal
         assert sandbox.containers() == []
 
 

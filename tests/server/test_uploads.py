@@ -202,7 +202,9 @@ def test_real_compression_is_sniffed_whatever_the_label(
     assert response.status_code == 201, response.text
     crash = server_config().data_dir / "spool" / "tasks" / response.headers["X-Task-Id"] / "crash"
     assert {p.name: p.read_bytes() for p in crash.iterdir()} == PROBLEM
-    assert {oct(p.stat().st_mode & 0o777) for p in crash.iterdir()} == {"0o600"}
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in crash.iterdir()}
+    assert modes == {name: "0o644" if name == "coredump" else "0o600" for name in PROBLEM}
+    assert oct(crash.stat().st_mode & 0o777) == oct(crash.parent.stat().st_mode & 0o777) == "0o700"
 
 
 def test_optional_members_are_accepted(served: Served) -> None:
