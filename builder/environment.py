@@ -59,6 +59,11 @@ class Environments:
                 " image TEXT PRIMARY KEY, release TEXT NOT NULL,"
                 " size INTEGER NOT NULL, last_used REAL NOT NULL)"
             )
+            # The environment the last crash of each program needed (see last_used_for).
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS last_environment ("
+                " program TEXT PRIMARY KEY, image TEXT NOT NULL)"
+            )
             db.commit()
 
     def base_image(self, release: ReleaseSettings) -> str:
@@ -84,9 +89,13 @@ class Environments:
             log.info("built base image %s in %.1f s", image, time.monotonic() - started)
         return image
 
+    def image_name(self, package_set: PackageSet) -> str:
+        """The name of the image holding exactly ``package_set`` (built or not)."""
+        return f"localhost/{self.settings.name_prefix}-env:{package_set.digest[:48]}"
+
     def for_packages(self, package_set: PackageSet, release: ReleaseSettings) -> Environment:
         """The image with exactly ``package_set`` installed on the base, cached by digest."""
-        image = f"localhost/{self.settings.name_prefix}-env:{package_set.digest[:48]}"
+        image = self.image_name(package_set)
         if self._cached(image):
             return Environment(image, cached=True)
         with self._locked(package_set.digest):
@@ -99,6 +108,24 @@ class Environments:
             self._remember(image, release.id, size)
             self.evict(keep=image)
         return Environment(image, cached=False, installed_by_dnf=nevras)
+
+    def remember_for(self, program: str, image: str) -> None:
+        """Note that the last crash of ``program`` needed the environment ``image``."""
+        with closing(sqlite3.connect(self._index_path)) as db:
+            db.execute("INSERT OR REPLACE INTO last_environment VALUES (?, ?)", (program, image))
+            db.commit()
+
+    def last_used_for(self, program: str) -> str | None:
+        """The environment the last crash of ``program`` needed, if it is still cached.
+
+        Crashes of one build of a program usually need the same packages, so it is a
+        good guess before the core has been inspected.
+        """
+        with closing(sqlite3.connect(self._index_path)) as db:
+            row = db.execute(
+                "SELECT image FROM last_environment WHERE program = ?", (program,)
+            ).fetchone()
+        return row[0] if row and self.sandbox.image_exists(row[0]) else None
 
     def evict(self, keep: str | None = None) -> list[str]:
         """Remove least recently used environments until the cache fits its cap."""

@@ -40,6 +40,11 @@ class Problem:
     arch: str
     release: ReleaseSettings
 
+    @property
+    def program(self) -> str:
+        """The crashed program's build: its crashes tend to need the same environment."""
+        return f"{self.release.id} {self.package} {self.executable}"
+
 
 def read_problem(directory: Path, releases: Sequence[ReleaseSettings]) -> Problem:
     """Validate a problem directory and find which configured release it belongs to.

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from retracer.builder.early import EarlyRun
 from retracer.builder.environment import Environments
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
 from retracer.builder.model import (
@@ -83,7 +84,10 @@ class Analyzer:
             environments = Environments(sandbox, self.settings, self.state_dir / "images")
             with run.step("preparing the base image"):
                 base = environments.base_image(problem.release)
-            with _readable_core(problem.core, self._scratch) as core:
+            with (
+                _readable_core(problem.core, self._scratch) as core,
+                self._early_gdb(sandbox, environments, problem, core, run) as early,
+            ):
                 with run.step("inspecting the core"):
                     modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
                 run.log(f"{len(modules)} modules with build-ids mapped")
@@ -95,6 +99,10 @@ class Analyzer:
                     problem.release.release, tuple(_packages(crashed, resolved))
                 )
                 run.stage(Stage.PREPARING)
+                if early is not None and early.spec.image != environments.image_name(package_set):
+                    early.discard()  # before an install needs the machine
+                    run.log("this crash needs another environment; the early gdb run was stopped")
+                    early = None
                 with run.step("preparing the environment"):
                     environment = environments.for_packages(package_set, problem.release)
                 if environment.cached:
@@ -103,7 +111,10 @@ class Analyzer:
                     run.log(f"installed with dnf: {' '.join(environment.installed_by_dnf)}")
                 run.stage(Stage.GENERATING)
                 with run.step("running gdb"):
-                    output = sandbox.run(self._gdb_spec(environment.image, core, problem))
+                    output = early.take(environment.image) if early is not None else None
+                    if output is None:
+                        output = sandbox.run(self._gdb_spec(environment.image, core, problem))
+                environments.remember_for(problem.program, environment.image)
             run.stage(Stage.CLEANING)
         report = parse_gdb_output(output.stdout)
         locate_frames(report.data, modules)
@@ -133,6 +144,25 @@ class Analyzer:
             environment_cached=environment.cached,
             steps=tuple(run.timings),
         )
+
+    @contextmanager
+    def _early_gdb(
+        self,
+        sandbox: Sandbox,
+        environments: Environments,
+        problem: Problem,
+        core: Path,
+        run: _Run,
+    ) -> Iterator[EarlyRun | None]:
+        """gdb already running in the environment the last crash of this program
+        needed, while the core is inspected; None when there is no such environment."""
+        image = environments.last_used_for(problem.program)
+        if image is None:
+            yield None
+            return
+        with EarlyRun(sandbox, self._gdb_spec(image, core, problem)) as early:
+            run.log(f"gdb started early in {image}, which the last crash of this program needed")
+            yield early
 
     @property
     def _timeout(self) -> float:

@@ -19,12 +19,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import requests
 from podman import PodmanClient
-from podman.errors import ImageNotFound, NotFound, PodmanError
+from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
 
 from retracer.builder.errors import SandboxFailed, SandboxUnavailable, StepTimeout
 from retracer.builder.settings import BuilderSettings
@@ -61,6 +62,9 @@ class RunSpec:
     as_root: bool = False
     # Commit the container's result to this image reference when the command succeeds.
     commit_to: str | None = None
+    # The container's name (from ``Sandbox.new_name``), for a caller that may need to
+    # kill it from another thread; a fresh one by default.
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,20 @@ class Sandbox:
             seconds=time.monotonic() - started,
         )
 
+    def new_name(self, step: str) -> str:
+        """A container name this retracer recognises as its own (see clean-up)."""
+        return f"{self.settings.name_prefix}-{step.split()[0]}-{secrets.token_hex(6)}"
+
+    def kill(self, name: str) -> None:
+        """Stop a container of a run in progress (another thread's); its run() then
+        returns with the kill's exit code. A container that has ended is left alone."""
+        with self._translated("stopping a container"), suppress(NotFound):
+            try:
+                self.client.containers.get(name).kill()
+            except APIError as error:
+                if error.status_code != HTTPStatus.CONFLICT:  # "not running" is a conflict
+                    raise
+
     def images(self) -> list[str]:
         """References of this retracer's images (base and environments)."""
         prefix = f"localhost/{self.settings.name_prefix}-"
@@ -203,7 +221,7 @@ class Sandbox:
 
     @contextmanager
     def _container(self, spec: RunSpec) -> Iterator[Any]:
-        name = f"{self.settings.name_prefix}-{spec.step.split()[0]}-{secrets.token_hex(6)}"
+        name = spec.name or self.new_name(spec.step)
         container = self.client.containers.create(**self._create_args(spec, name))
         try:
             yield container
@@ -304,7 +322,7 @@ class _Reaper:
 def _probe(url: str) -> None:
     """Connect to a unix socket once, so that a dead service fails here.
 
-    podman-py leaks the socket of a unix connection that fails (podman 5.x), which
+    podman-py (5.x) leaks the socket of a unix connection that fails, which
     surfaces later as a ResourceWarning in whatever code runs next.
     """
     if not url.startswith("unix://"):

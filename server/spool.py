@@ -10,10 +10,10 @@ This is the only module that touches the spool directory. Its layout::
 
 An upload unpacks as it arrives (see :mod:`retracer.server.archive`) behind a running
 cap on the unpacked bytes, so neither a 4 GiB core nor an xz bomb needs memory in
-proportion. Every member is checked before a byte of it
-is written: a regular file with a bare, known name, at most once, under its own size
-cap. Files are created with ``O_EXCL | O_NOFOLLOW`` relative to the directory's file
-descriptor, so nothing can land outside it. Anything refused leaves nothing behind.
+proportion. Every member is checked before a byte of it is written: a regular file
+with a bare, known name, at most once, under its own size cap. Files are created with
+``O_EXCL | O_NOFOLLOW`` relative to the directory's file descriptor, so nothing can
+land outside it. Anything refused leaves nothing behind.
 
 A finished task is sealed (files and directories lose their write bits) and every
 writer here refuses a sealed task.

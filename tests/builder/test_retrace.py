@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from retracer.builder.environment import Environments
 from retracer.builder.model import RetraceResult, Stage
+from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import Sandbox
 from tests.builder.conftest import RecordingObserver
@@ -130,3 +133,49 @@ def test_second_retrace_of_the_same_package_set_reuses_the_environment(
     assert any("reused from the cache" in line for line in observer.lines)
     assert second.backtrace == first.backtrace
     assert observer.stages == [Stage.ANALYZING, Stage.PREPARING, Stage.GENERATING, Stage.CLEANING]
+
+
+def fresh_analyzer(analyzer: Analyzer, tmp_path: Path) -> Analyzer:
+    """An analyzer with no memory of earlier crashes (the images stay cached)."""
+    return Analyzer(analyzer.settings, analyzer.releases, tmp_path / "state")
+
+
+def test_a_repeated_crash_runs_gdb_while_its_core_is_inspected(
+    analyzer: Analyzer, testos: Testos, tmp_path: Path
+) -> None:
+    analyzer = fresh_analyzer(analyzer, tmp_path)
+    crash = testos.crashes["crasher"]
+    observer = RecordingObserver()
+    first = analyzer.retrace(crash.problem_dir, observer)
+    assert not any("early" in line for line in observer.lines)
+
+    observer = RecordingObserver()
+    second = analyzer.retrace(crash.problem_dir, observer)
+    assert f"gdb started early in {first.environment_image}, which the last crash of this" \
+        " program needed" in observer.lines  # fmt: skip
+    assert not any("stopped" in line for line in observer.lines)
+    assert second.backtrace == first.backtrace
+    assert crash.crash_function in second.backtrace
+    assert observer.stages == [Stage.ANALYZING, Stage.PREPARING, Stage.GENERATING, Stage.CLEANING]
+
+
+def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(
+    analyzer: Analyzer, testos: Testos, tmp_path: Path
+) -> None:
+    analyzer = fresh_analyzer(analyzer, tmp_path)
+    other = analyzer.retrace(testos.crashes["threadcrash"].problem_dir)
+    crash = testos.crashes["crasher"]
+    # As if crasher's last crash had needed threadcrash's environment.
+    program = read_problem(crash.problem_dir, analyzer.releases).program
+    with Sandbox(analyzer.settings) as sandbox:
+        environments = Environments(sandbox, analyzer.settings, tmp_path / "state" / "images")
+        environments.remember_for(program, other.environment_image)
+
+    observer = RecordingObserver()
+    result = analyzer.retrace(crash.problem_dir, observer)
+    assert f"gdb started early in {other.environment_image}, which the last crash of this" \
+        " program needed" in observer.lines  # fmt: skip
+    assert "this crash needs another environment; the early gdb run was stopped" in observer.lines
+    assert result.environment_image != other.environment_image
+    assert crash.crash_function in result.backtrace
+    assert testos.crashes["threadcrash"].crash_function not in result.backtrace

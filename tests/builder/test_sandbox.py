@@ -98,16 +98,15 @@ def test_pids_limit_holds(analyzer: Analyzer, base_image: str) -> None:
 def test_hanging_gdb_is_stopped_at_the_timeout(analyzer: Analyzer, base_image: str) -> None:
     limits = SandboxLimits(gdb_timeout_seconds=3)
     settings = dataclasses.replace(analyzer.settings, limits=limits)
-    with Sandbox(settings) as sandbox:
-        with pytest.raises(StepTimeout) as caught:
-            sandbox.run(
-                RunSpec(
-                    image=base_image,
-                    command=["gdb", "-nx", "-batch", "-ex", "shell sleep 120"],
-                    step="gdb",
-                    timeout=limits.gdb_timeout_seconds,
-                )
+    with Sandbox(settings) as sandbox, pytest.raises(StepTimeout) as caught:
+        sandbox.run(
+            RunSpec(
+                image=base_image,
+                command=["gdb", "-nx", "-batch", "-ex", "shell sleep 120"],
+                step="gdb",
+                timeout=limits.gdb_timeout_seconds,
             )
+        )
     assert caught.value.reason == "gdb timed out after 3 s."
     with Sandbox(settings) as sandbox:  # closing the first one waited for the removal
         assert sandbox.containers() == []
