@@ -13,7 +13,6 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import replace
-from types import TracebackType
 
 from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.sandbox import RunOutput, RunSpec, Sandbox
@@ -78,10 +77,5 @@ class EarlyRun:
     def __enter__(self) -> EarlyRun:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
