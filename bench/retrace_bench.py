@@ -114,7 +114,7 @@ def cold_retrace(analyzer: Analyzer, settings: BuilderSettings, crash: Crash, im
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--filler", type=int, default=100_000,
         help="metadata-only packages around testos in the Fedora-sized repository; 0 skips it",
@@ -210,15 +210,20 @@ class Bench:
         if not sysroot.exists():  # the same packages whatever the repository around them
             install_into_root((testos.repo,), nevras, sysroot, "1")
 
-        warm = timed(lambda: self.analyzer.retrace(crash.problem_dir), self.rounds)
-        gdb = timed(lambda: bare_gdb(sysroot, crash), self.rounds)
-        cold = statistics.median(
-            cold_retrace(self.analyzer, self.settings, crash, result.environment_image)
-            for _ in range(self.rounds)
-        )
-        install = timed(
-            lambda: plain_install(self.client, self.base, self.release, nevras), self.rounds
-        )
+        # Interleaved, round by round, so that a slow spell of the machine hits both
+        # sides of a comparison alike. A cold retrace leaves its environment cached
+        # again for the next warm one.
+        samples: dict[str, list[float]] = {"warm": [], "gdb": [], "cold": [], "install": []}
+        for _ in range(self.rounds):
+            samples["warm"].append(timed(lambda: self.analyzer.retrace(crash.problem_dir), 1))
+            samples["gdb"].append(timed(lambda: bare_gdb(sysroot, crash), 1))
+            samples["cold"].append(
+                cold_retrace(self.analyzer, self.settings, crash, result.environment_image)
+            )
+            samples["install"].append(
+                timed(lambda: plain_install(self.client, self.base, self.release, nevras), 1)
+            )
+        warm, gdb, cold, install = (statistics.median(samples[k]) for k in samples)
         plain = install + gdb
 
         warm_ok = warm <= 1.5 * gdb + 0.5
