@@ -23,7 +23,7 @@ _KILL_RETRY_SECONDS = 0.2
 
 
 class EarlyRun:
-    """Runs ``spec`` on a thread at once; :meth:`take` or discard it, then close.
+    """Runs ``spec`` on a thread at once; :meth:`take` or :meth:`discard` it, then close.
 
     ``caller`` is the caller's own sandbox, used from the caller's thread only, to
     stop the run.
@@ -36,21 +36,18 @@ class EarlyRun:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-run")
         self._future: Future[RunOutput] = self._pool.submit(self._sandbox.run, self.spec)
 
-    def take(self, image: str) -> RunOutput | None:
-        """The run's output if it ran in ``image``; otherwise it is stopped, and None.
+    def take(self) -> RunOutput | None:
+        """The run's output, once it ends; for a caller who needs ``spec.image``.
 
         Raises:
-            BuilderError: the run in ``image`` failed (a timeout, say), as the same run
-                started now would. Only a sandbox failure (the image was evicted
-                meanwhile) returns None, so that the caller runs it again.
+            BuilderError: the run failed (a timeout, say), as the same run started now
+                would. Only a sandbox failure (the image was evicted meanwhile) returns
+                None, so that the caller runs it again.
         """
-        if image != self.spec.image:
-            self.discard()
-            return None
         try:
             return self._future.result()
         except SandboxFailed as error:
-            log.info("the early run in %s failed, running it again: %s", image, error.reason)
+            log.info("the early run in %s failed; run it again: %s", self.spec.image, error.reason)
             return None
 
     def discard(self) -> None:

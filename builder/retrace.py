@@ -111,7 +111,7 @@ class Analyzer:
                     run.log(f"installed with dnf: {' '.join(environment.installed_by_dnf)}")
                 run.stage(Stage.GENERATING)
                 with run.step("running gdb"):
-                    output = early.take(environment.image) if early is not None else None
+                    output = early.take() if early is not None else None
                     if output is None:
                         output = sandbox.run(self._gdb_spec(environment.image, core, problem))
                 environments.remember_for(problem.program, environment.image)
