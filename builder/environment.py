@@ -176,7 +176,13 @@ class Environments:
         scratch.mkdir(exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="bootstrap-", dir=scratch))
         try:
-            install_into_root(release.repositories, packages, root, release.release.version)
+            install_into_root(
+                release.repositories,
+                packages,
+                root,
+                release.release.version,
+                arch=release.release.package_arch,
+            )
             self.sandbox.import_rootfs(root, image)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -197,7 +203,8 @@ class Environments:
             "dnf", "install", "--assumeyes", "--nogpgcheck", "--quiet",
             "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
             f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.release.version}",
-            "--disablerepo=*",
+            # An i386 release's image runs on an x86_64 kernel, where dnf would guess x86_64.
+            f"--forcearch={release.release.package_arch}", "--disablerepo=*",
         ]  # fmt: skip
         for mount in mounts:
             name = f"retracer{Path(mount.target).name}"

@@ -27,7 +27,7 @@ from pathlib import Path
 import createrepo_c
 
 from retracer.sync.errors import RepositoryUnavailable
-from retracer.sync.model import Package
+from retracer.sync.model import Package, package_arches
 from retracer.sync.repodata import REPODATA, REPOMD, MetadataFile, metadata_files
 from retracer.sync.settings import ReleaseSettings
 
@@ -79,23 +79,29 @@ class RepositoryIndex:
     def find(self, nvr: str, arch: str) -> Package | None:
         """The package with this NVR (``name-[epoch:]version-release``) for ``arch`` or noarch.
 
+        ``arch`` may name a machine rather than a package arch: ``i386`` (a release
+        id's) and ``i686`` (``uname -m``) both find i686, i586, i486 and i386 packages.
+
         Raises:
             RepositoryUnavailable: the repository metadata cannot be read.
         """
         match = _NVR.match(nvr.strip())
         if match is None:
             return None
+        preferred = (*package_arches(arch), "noarch")
         query = (
             "SELECT name, epoch, version, release, arch FROM package"
-            " WHERE name = ? AND version = ? AND release = ? AND arch IN (?, 'noarch')"
+            " WHERE name = ? AND version = ? AND release = ?"
+            f" AND arch IN ({', '.join('?' * len(preferred))})"
         )
-        params: list[object] = [match["name"], match["version"], match["release"], arch]
+        params: list[object] = [match["name"], match["version"], match["release"], *preferred]
         if match["epoch"] is not None:
             query += " AND epoch = ?"
             params.append(int(match["epoch"]))
         with self._connect() as db:
-            row = db.execute(query + " ORDER BY arch = 'noarch' LIMIT 1", params).fetchone()
-        return Package(*row) if row else None
+            rows = db.execute(query, params).fetchall()
+        best = min(rows, key=lambda row: preferred.index(row[4]), default=None)
+        return Package(*best) if best else None
 
     def match_build_ids(self, build_ids: Iterable[str]) -> dict[str, BuildIdMatch]:
         """For each build-id, the binary and debuginfo package that ship it, or None.

@@ -24,18 +24,25 @@ log = logging.getLogger(__name__)
 
 
 def install_into_root(
-    repositories: Sequence[Path], packages: Sequence[str], root: Path, releasever: str
+    repositories: Sequence[Path],
+    packages: Sequence[str],
+    root: Path,
+    releasever: str,
+    arch: str | None = None,
 ) -> list[Package]:
     """Install ``packages`` (names or NEVRAs) and their dependencies into an empty root.
 
-    Used to bootstrap a release's base image from its local repository.
+    Used to bootstrap a release's base image from its local repository. ``arch``
+    (e.g. ``i686`` on an x86_64 host) does what dnf's ``--forcearch`` does.
 
     Raises:
         RepositoryUnavailable: the metadata cannot be read, or a package cannot be
             found or its dependencies resolved (the reason says which).
     """
     with tempfile.TemporaryDirectory(prefix="dnf-cache-") as cache:
-        base = _load_base(repositories, Path(cache), installroot=root, releasever=releasever)
+        base = _load_base(
+            repositories, Path(cache), installroot=root, releasever=releasever, arch=arch
+        )
         where = ", ".join(str(r) for r in repositories)
         try:
             for spec in packages:
@@ -65,6 +72,7 @@ def _load_base(
     cache: Path,
     installroot: Path | None = None,
     releasever: str | None = None,
+    arch: str | None = None,
 ) -> dnf.Base:
     conf = dnf.conf.Conf()
     conf.cachedir = str(cache)
@@ -79,6 +87,9 @@ def _load_base(
         conf.logdir = str(cache)
     if releasever is not None:
         conf.releasever = releasever
+    if arch is not None:
+        conf.arch = arch  # also sets basearch, as --forcearch does
+        conf.ignorearch = True
     base = dnf.Base(conf)
     try:
         for number, repository in enumerate(repositories):

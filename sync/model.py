@@ -9,6 +9,17 @@ from dataclasses import dataclass
 _RELEASE_ID = re.compile(
     r"^(?P<distro>[a-z0-9_.]+)-(?P<version>[A-Za-z0-9_.]+)-(?P<arch>[a-z0-9_]+)$"
 )
+# 32-bit x86, best first. ABRT calls such a release i386 whatever its packages are
+# built for, and `uname -m` says i686 on such a machine.
+_X86_32 = ("i686", "i586", "i486", "i386")
+
+
+def package_arches(arch: str) -> tuple[str, ...]:
+    """The package arches a machine of ``arch`` runs, best first (noarch aside).
+
+    ``arch`` is a release id's (``i386``), a core's or ``uname -m``'s name.
+    """
+    return _X86_32 if arch in (*_X86_32, "athlon") else (arch,)
 
 
 @dataclass(frozen=True, order=True)
@@ -30,6 +41,11 @@ class Release:
         if match is None:
             raise ValueError(f"{release_id!r} is not a release id of the form name-version-arch")
         return cls(match["distro"], match["version"], match["arch"])
+
+    @property
+    def package_arch(self) -> str:
+        """The arch dnf installs this release's packages for (``i686`` for ``i386``)."""
+        return package_arches(self.arch)[0]
 
     def __str__(self) -> str:
         return self.id

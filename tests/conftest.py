@@ -2,6 +2,7 @@
 
 - ``podman_service``: a private ``podman system service`` (own storage root, own socket).
 - ``testos``: the synthetic "testos 1" release with real crashes, built once and cached.
+- ``testos_i386``: its 32-bit twin ``testos-1-i386`` (i686 packages), built and cached alike.
 - ``config_factory``: a validated Config whose data lives under the test's tmp_path.
 """
 
@@ -15,7 +16,7 @@ import pytest
 
 from retracer.server.config import Config, config_from_mapping
 from tests.podman_service import PodmanLauncher, PodmanService
-from tests.testos.fixture import testos  # noqa: F401  (the session fixture, shared)
+from tests.testos.fixture import testos, testos_i386  # noqa: F401  (session fixtures)
 
 
 @pytest.fixture(scope="session")

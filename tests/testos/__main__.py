@@ -1,18 +1,26 @@
-"""``python -m tests.testos``: build (or find) testos 1 and print where it is."""
+"""``python -m tests.testos [i686]``: build (or find) testos 1 and print where it is."""
 
 from __future__ import annotations
+
+import sys
 
 from tests.cache import cache_root
 from tests.testos import build_testos
 from tests.testos.build import DEMO_LINK
+from tests.testos.target import TARGETS
 
 
 def main() -> None:
-    testos = build_testos()
+    machines = {target.machine: target for target in TARGETS}
+    machine = sys.argv[1] if len(sys.argv) > 1 else "x86_64"
+    if machine not in machines or len(sys.argv) > 2:
+        sys.exit(f"usage: python -m tests.testos [{'|'.join(machines)}]")
+    testos = build_testos(target=machines[machine])
     print(f"release      {testos.release_id} ({testos.os_release})")
     print(f"root         {testos.root}")
     print(f"repo         {testos.repo}")
-    print(f"demo link    {cache_root() / DEMO_LINK} -> {testos.root}")
+    if machine == "x86_64":
+        print(f"demo link    {cache_root() / DEMO_LINK} -> {testos.root}")
     for name, crash in testos.crashes.items():
         print(f"crash {name:<11} {crash.package:<18} {crash.archive}")
 

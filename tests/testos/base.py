@@ -13,6 +13,7 @@ from tests.cache import digest_of
 from tests.testos import osrelease
 from tests.testos.rootfs import build_rootfs, rootfs_key
 from tests.testos.steps import cached_dir, define_args, run, step
+from tests.testos.target import Target
 
 BASE_NAME = "testos-base"
 BASE_VERSION = "1"
@@ -86,15 +87,15 @@ def write_overlay(overlay: Path) -> None:
     (etc / "dnf" / "vars" / "releasever").write_text(BASE_VERSION + "\n")
 
 
-def base_key() -> str:
-    return digest_of([rootfs_key(), Path(__file__), Path(osrelease.__file__)])
+def base_key(target: Target) -> str:
+    return digest_of([rootfs_key(target), Path(__file__), Path(osrelease.__file__), repr(target)])
 
 
-def build_base_rpm(layers: Path) -> Path:
+def build_base_rpm(layers: Path, target: Target) -> Path:
     """A cached directory holding the single ``testos-base`` RPM."""
 
     def build(work: Path) -> None:
-        rootfs = build_rootfs(layers)
+        rootfs = build_rootfs(layers, target)
         topdir = work / "rpmbuild"
         overlay = work / "overlay"
         write_overlay(overlay)
@@ -110,10 +111,10 @@ def build_base_rpm(layers: Path) -> Path:
             )
         )
         defines = {"_topdir": str(topdir), **RPMBUILD_DEFINES}
-        with step("rpmbuild testos-base from the root file system"):
-            run(["rpmbuild", "-bb", *define_args(defines), spec])
+        with step(f"rpmbuild testos-base.{target.machine} from the root file system"):
+            run(["rpmbuild", "-bb", *target.rpmbuild_options, *define_args(defines), spec])
         for rpm in (topdir / "RPMS").rglob("*.rpm"):
             rpm.rename(work / rpm.name)
         run(["rm", "-rf", topdir, overlay, spec])
 
-    return cached_dir(layers / f"base-{base_key()}", build)
+    return cached_dir(layers / target.layer("base", base_key(target)), build)

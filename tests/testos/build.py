@@ -5,8 +5,9 @@
     apps-<key>     application RPMs + debuginfo   (a few seconds)
     release-<key>  repo/, crashes/, manifest.json (dnf, podman: about 30 s)
 
-``<cache_root>/demo`` points at the newest release, for scripts/demo and the
-server's default configuration.
+The 32-bit twin (testos-1-i386) has the same layers, named ``rootfs-i686-<key>`` and
+so on; it is built only when asked for. ``<cache_root>/demo`` points at the newest
+x86_64 release, for scripts/demo and the server's default configuration.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from tests.cache import cache_root, digest_of
 from tests.podman_service import PodmanLauncher
 from tests.testos import crashes, model, osrelease, problem, repo
 from tests.testos.base import base_key, build_base_rpm
-from tests.testos.crashes import PROGRAMS, crash_programs, crash_site, install_user_root
+from tests.testos.crashes import crash_programs, crash_site, install_user_root, programs_for
 from tests.testos.model import Crash, Testos
 from tests.testos.repo import make_repository
 from tests.testos.rootfs import rootfs_key
 from tests.testos.rpms import DEBUGINFO_WITHHELD, apps_key, build_app_rpms
 from tests.testos.steps import cached_dir, log, step
+from tests.testos.target import TARGETS, X86_64, Target
 
 DEMO_LINK = "demo"
 
@@ -37,51 +39,59 @@ def layers_dir() -> Path:
     return cache_root() / "testos"
 
 
-def release_dir() -> Path:
+def release_dir(target: Target = X86_64) -> Path:
     modules = (crashes, model, osrelease, problem, repo)
-    key = digest_of([base_key(), apps_key(), *(Path(m.__file__ or "") for m in modules)])
-    return layers_dir() / f"release-{key}"
+    key = digest_of(
+        [base_key(target), apps_key(target), *(Path(m.__file__ or "") for m in modules)]
+    )
+    return layers_dir() / target.layer("release", key)
 
 
-def is_cached() -> bool:
+def is_cached(target: Target = X86_64) -> bool:
     """True when ``build_testos`` would only read the cache (no podman needed)."""
-    return (release_dir() / model.MANIFEST).is_file()
+    return (release_dir(target) / model.MANIFEST).is_file()
 
 
-def build_testos(podman_url: str | None = None) -> Testos:
-    """The cached testos release, built first if needed (a few minutes cold).
+def build_testos(podman_url: str | None = None, target: Target = X86_64) -> Testos:
+    """The cached testos release for ``target``, built first if needed (minutes cold).
 
     ``podman_url`` is the test podman service to crash the programs in; without
     one, a private service is started (on the tests' storage) when it is needed.
     """
     # Keys are taken once, so sources edited during a build can't make it prune itself.
-    current = current_layer_names()
-    release = layers_dir() / current[-1]
-    with step("testos release"), build_lock(layers_dir()):
-        cached_dir(release, lambda work: build_release(work, podman_url))
-        point_demo_link_at(release)
+    current = {name for each in TARGETS for name in current_layer_names(each)}
+    release = release_dir(target)
+    with step(f"testos release {target.release_id}"), build_lock(layers_dir()):
+        cached_dir(release, lambda work: build_release(work, podman_url, target))
+        if target == X86_64:
+            point_demo_link_at(release)
         prune_stale_layers(current)
     log(f"testos release at {release}")
-    return model.load(release)
+    return model.load(release, target.release_id)
 
 
-def build_release(work: Path, podman_url: str | None) -> None:
+def build_release(work: Path, podman_url: str | None, target: Target) -> None:
     layers = layers_dir()
-    rpms = [*build_base_rpm(layers).glob("*.rpm"), *build_app_rpms(layers).glob("*.rpm")]
+    rpms = [
+        *build_base_rpm(layers, target).glob("*.rpm"),
+        *build_app_rpms(layers, target).glob("*.rpm"),
+    ]
     make_repository(work / "repo", rpms, DEBUGINFO_WITHHELD)
     scratch = work / "scratch"
     scratch.mkdir()
     user_root = scratch / "root"
-    installed = install_user_root(user_root, work / "repo", scratch)
+    installed = install_user_root(user_root, work / "repo", scratch, target)
     tag = work.name.rsplit("-", 1)[-1].lower()  # unique per build attempt
     with podman(podman_url) as url:
-        cores = crash_programs(url, user_root, tag, scratch / "cores", scratch)
+        cores = crash_programs(url, user_root, tag, scratch / "cores", scratch, target)
     found: dict[str, Crash] = {}
-    for program in PROGRAMS:
+    for program in programs_for(target):
         crash_dir = work / "crashes" / program.name
         problem_dir = crash_dir / "problem"
         archive = crash_dir / f"{program.name}.tar.xz"
-        problem.write_problem_dir(problem_dir, cores[program.name], program.executable, program.nvr)
+        problem.write_problem_dir(
+            problem_dir, cores[program.name], program.executable, program.nvr, target.machine
+        )
         problem.write_archive(problem_dir, archive)
         found[program.name] = Crash(
             name=program.name,
@@ -100,25 +110,28 @@ def build_release(work: Path, podman_url: str | None) -> None:
         Testos(
             root=work,
             repo=work / "repo",
-            release_id=osrelease.RELEASE_ID,
+            release_id=target.release_id,
             os_release=osrelease.SYSTEM_RELEASE,
             crashes=found,
         )
     )
 
 
-def current_layer_names() -> tuple[str, ...]:
-    """The cache entries the current sources map to, the release last."""
+def current_layer_names(target: Target) -> tuple[str, ...]:
+    """The cache entries the current sources map to for ``target``, the release last."""
     return (
-        f"rootfs-{rootfs_key()}",
-        f"base-{base_key()}",
-        f"apps-{apps_key()}",
-        release_dir().name,
+        target.layer("rootfs", rootfs_key(target)),
+        target.layer("base", base_key(target)),
+        target.layer("apps", apps_key(target)),
+        release_dir(target).name,
     )
 
 
-def prune_stale_layers(current: tuple[str, ...]) -> None:
-    """Remove layers of older inputs and leftovers of interrupted builds (under the lock)."""
+def prune_stale_layers(current: set[str]) -> None:
+    """Remove layers of older inputs and leftovers of interrupted builds (under the lock).
+
+    ``current`` names the layers of every target, so building one release keeps the other.
+    """
     for entry in layers_dir().iterdir():
         if entry.is_dir() and entry.name not in current:
             log(f"removing stale layer {entry.name}")

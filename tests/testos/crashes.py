@@ -16,6 +16,7 @@ from tests.podman_service import ULIMITS
 from tests.testos import osrelease
 from tests.testos.rpms import RELEASE, SOURCES
 from tests.testos.steps import log, run, step
+from tests.testos.target import Target
 
 IMAGE_PREFIX = "retracer-test-"
 # Where the program runs in its container; the core lands here.
@@ -70,6 +71,17 @@ USER_PACKAGES = (
 )
 
 
+def programs_for(target: Target) -> tuple[CrashProgram, ...]:
+    return tuple(program for program in PROGRAMS if target.builds(program.name))
+
+
+def user_packages(target: Target) -> tuple[str, ...]:
+    """USER_PACKAGES that are built for ``target``."""
+    return tuple(
+        nvr for nvr in USER_PACKAGES if nvr == "testos-base" or target.builds(nvr.rsplit("-", 2)[0])
+    )
+
+
 def crash_site(source: str) -> str:
     """``file:line`` of the line marked ``CRASH HERE`` in ``sources/<source>/``."""
     for file in sorted((SOURCES / source).iterdir()):
@@ -80,19 +92,23 @@ def crash_site(source: str) -> str:
 
 
 def install_user_root(
-    root: Path, repo: Path, scratch: Path, packages: tuple[str, ...] = USER_PACKAGES
+    root: Path, repo: Path, scratch: Path, target: Target, packages: tuple[str, ...] | None = None
 ) -> tuple[str, ...]:
-    """Bootstrap a root from ``repo`` with host dnf; return its installed NEVRAs."""
+    """Bootstrap a root from ``repo`` with host dnf; return its installed NEVRAs.
+
+    ``packages`` defaults to the user's machine of ``target``.
+    """
     config = scratch / "dnf.conf"
     config.write_text("[main]\n")  # dnf refuses --config=/dev/null
     (scratch / "repos.d").mkdir(exist_ok=True)
     with step(f"dnf --installroot {root.name}"):
         run([
             "dnf", f"--installroot={root}", f"--releasever={osrelease.VERSION_ID}",
+            f"--forcearch={target.machine}",
             f"--config={config}", f"--setopt=reposdir={scratch / 'repos.d'}",
             f"--setopt=cachedir={scratch / 'dnf-cache'}", "--setopt=install_weak_deps=False",
             f"--repofrompath=testos,{repo}", "--nogpgcheck", "--quiet", "-y",
-            "install", *packages,
+            "install", *(packages or user_packages(target)),
         ])  # fmt: skip
     query = run(
         ["rpm", f"--root={root}", "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"]
@@ -150,10 +166,10 @@ def capture_core(
 
 
 def crash_programs(
-    podman_url: str, root: Path, tag: str, workdir: Path, scratch: Path
+    podman_url: str, root: Path, tag: str, workdir: Path, scratch: Path, target: Target
 ) -> dict[str, Path]:
     """Import the user's root as an image, crash every program in it, remove the image."""
-    reference = f"{IMAGE_PREFIX}testos-user:{tag}"
+    reference = f"{IMAGE_PREFIX}testos-user:{target.machine}-{tag}"
     use_gdb = core_goes_to_a_pipe()
     if use_gdb:
         log("core_pattern is a pipe: taking the cores with gdb's gcore instead")
@@ -161,7 +177,7 @@ def crash_programs(
     with PodmanClient(base_url=podman_url) as client:
         import_image(client, root, reference, scratch)
         try:
-            for program in PROGRAMS:
+            for program in programs_for(target):
                 program_dir = workdir / program.name
                 program_dir.mkdir(parents=True)
                 with step(f"crash {program.executable}"):

@@ -39,7 +39,7 @@ class Testos:
 
     root: Path  # the cached release directory
     repo: Path  # binary and debuginfo packages, with repodata/
-    release_id: str  # "testos-1-x86_64"
+    release_id: str  # "testos-1-x86_64" or "testos-1-i386"
     os_release: str  # "TestOS release 1 (Demo)"
     crashes: dict[str, Crash]
 
@@ -71,7 +71,7 @@ def save(testos: Testos) -> None:
     (testos.root / MANIFEST).write_text(json.dumps({"crashes": crashes}, indent=2) + "\n")
 
 
-def load(root: Path) -> Testos:
+def load(root: Path, release_id: str) -> Testos:
     """The release cached at ``root`` (which may be reached through a symlink)."""
     data = json.loads((root / MANIFEST).read_text())
     crashes = {
@@ -88,7 +88,7 @@ def load(root: Path) -> Testos:
     return Testos(
         root=root,
         repo=root / "repo",
-        release_id=osrelease.RELEASE_ID,
+        release_id=release_id,
         os_release=osrelease.SYSTEM_RELEASE,
         crashes=crashes,
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-RELEASE_ID = "testos-1-x86_64"
-ARCHITECTURE = "x86_64"
+# The release id and the `architecture` file depend on the build target (see target.py).
 # The first line of /etc/system-release, which ABRT uploads as `os_release`.
 SYSTEM_RELEASE = "TestOS release 1 (Demo)"
 OS_ID = "testos"

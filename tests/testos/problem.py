@@ -14,7 +14,9 @@ ARCHIVE_MEMBERS = ("coredump", "executable", "package", "os_release")
 PROBLEM_DIR_MEMBERS = (*ARCHIVE_MEMBERS, "architecture", "os_info")
 
 
-def write_problem_dir(problem_dir: Path, core: Path, executable: str, package: str) -> None:
+def write_problem_dir(
+    problem_dir: Path, core: Path, executable: str, package: str, machine: str
+) -> None:
     """A problem directory as abrt leaves it, reduced to what retracing needs."""
     problem_dir.mkdir(parents=True)
     shutil.move(core, problem_dir / "coredump")
@@ -22,7 +24,7 @@ def write_problem_dir(problem_dir: Path, core: Path, executable: str, package: s
     (problem_dir / "executable").write_text(executable)
     (problem_dir / "package").write_text(package)
     (problem_dir / "os_release").write_text(osrelease.SYSTEM_RELEASE)
-    (problem_dir / "architecture").write_text(osrelease.ARCHITECTURE)
+    (problem_dir / "architecture").write_text(machine)  # `uname -m`
     (problem_dir / "os_info").write_text(osrelease.OS_RELEASE_FILE)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.cache import digest_of
 from tests.testos.steps import cached_dir, run, step
+from tests.testos.target import Target
 
 SUITE = "bookworm"
 # What a retrace environment needs (bash ... elfutils), plus tools the tests use.
@@ -19,27 +20,28 @@ DPKG_OPTIONS = (
 )
 
 
-def mmdebstrap_args(target: Path) -> list[str]:
+def mmdebstrap_args(target: Target, output: Path) -> list[str]:
     return [
         "mmdebstrap",
+        *target.mmdebstrap_options,
         "--variant=apt",
         "--include=" + ",".join(PACKAGES),
         *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
         "--quiet",
         SUITE,
-        str(target),
+        str(output),
     ]
 
 
-def rootfs_key() -> str:
-    return digest_of(mmdebstrap_args(Path("rootfs.tar")))
+def rootfs_key(target: Target) -> str:
+    return digest_of(mmdebstrap_args(target, Path("rootfs.tar")))
 
 
-def build_rootfs(layers: Path) -> Path:
+def build_rootfs(layers: Path, target: Target) -> Path:
     """A cached ``rootfs.tar`` made by mmdebstrap (about a minute cold)."""
 
     def build(work: Path) -> None:
-        with step("mmdebstrap the Debian root file system"):
-            run(mmdebstrap_args(work / "rootfs.tar"))
+        with step(f"mmdebstrap the {target.machine} Debian root file system"):
+            run(mmdebstrap_args(target, work / "rootfs.tar"))
 
-    return cached_dir(layers / f"rootfs-{rootfs_key()}", build) / "rootfs.tar"
+    return cached_dir(layers / target.layer("rootfs", rootfs_key(target)), build) / "rootfs.tar"

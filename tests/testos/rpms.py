@@ -14,11 +14,10 @@ from pathlib import Path
 
 from tests.cache import digest_of
 from tests.testos.steps import cached_dir, define_args, run, step
+from tests.testos.target import Target
 
 SOURCES = Path(__file__).parent / "sources"
 RELEASE = "1"
-# Debian's ld.so does not search /usr/lib64, so programs carry it as their rpath.
-LIBDIR = "/usr/lib64"
 CFLAGS = "-g -O0 -fno-omit-frame-pointer -Wall"
 
 
@@ -100,22 +99,27 @@ RPMBUILD_DEFINES = {
 }
 
 
-def spec_for(app: App, libraries: dict[str, Path]) -> str:
-    compiler = "g++" if app.language == "c++" else "gcc"
+def apps_for(target: Target) -> tuple[App, ...]:
+    return tuple(app for app in APPS if target.builds(app.name))
+
+
+def spec_for(app: App, libraries: dict[str, Path], target: Target) -> str:
+    compiler = " ".join(["g++" if app.language == "c++" else "gcc", *target.compiler_options])
     sources = " ".join(
         sorted(p.name for p in app.source_dir.iterdir() if p.suffix in (".c", ".cpp"))
     )
     if app.library_soname:
         output = app.library_soname
         build = f"{compiler} {CFLAGS} -fPIC -shared -Wl,-soname,{output} -o {output} {sources}"
-        installed = f"{LIBDIR}/{output}"
+        installed = f"{target.libdir}/{output}"
         requires = ""
     else:
         output = app.name
         links = " ".join(
             f"-I{SOURCES / used} -L{libraries[used]} -l:{_soname_of(used)}" for used in app.uses
         )
-        build = f"{compiler} {CFLAGS} -o {output} {sources} {links} -Wl,-rpath,{LIBDIR}"
+        # Debian's ld.so does not search /usr/lib64, so programs carry the libdir as rpath.
+        build = f"{compiler} {CFLAGS} -o {output} {sources} {links} -Wl,-rpath,{target.libdir}"
         installed = f"/usr/bin/{output}"
         requires = "\n".join(f"Requires: {used.rsplit('-', 1)[0]}" for used in app.uses)
     return SPEC.format(
@@ -137,35 +141,36 @@ def _soname_of(nv: str) -> str:
     )
 
 
-def unpack_library(work: Path, library: App) -> Path:
+def unpack_library(work: Path, library: App, target: Target) -> Path:
     """Unpack a built library package, for the programs that link against it."""
     (rpm,) = work.glob(f"{library.nvr}.*.rpm")
     sysroot = work / "sysroot" / library.nvr
     sysroot.mkdir(parents=True)
     run(["sh", "-c", f"rpm2archive - < {rpm} | tar -xzf -"], cwd=sysroot)
-    return sysroot / LIBDIR.lstrip("/")
+    return sysroot / target.libdir.lstrip("/")
 
 
-def apps_key() -> str:
-    return digest_of([SOURCES, Path(__file__)])
+def apps_key(target: Target) -> str:
+    return digest_of([SOURCES, Path(__file__), repr(target)])
 
 
-def build_app_rpms(layers: Path) -> Path:
-    """A cached directory with every application RPM, debuginfo ones included."""
+def build_app_rpms(layers: Path, target: Target) -> Path:
+    """A cached directory with the target's application RPMs, debuginfo ones included."""
 
     def build(work: Path) -> None:
         # Libraries first: programs link against the .so unpacked from its package.
         libraries: dict[str, Path] = {}
-        for app in sorted(APPS, key=lambda a: a.library_soname is None):
-            with step(f"rpmbuild {app.nvr}"):
+        for app in sorted(apps_for(target), key=lambda a: a.library_soname is None):
+            with step(f"rpmbuild {app.nvr}.{target.machine}"):
                 topdir = work / "rpmbuild" / app.nvr
                 spec = topdir / f"{app.name}.spec"
                 spec.parent.mkdir(parents=True)
-                spec.write_text(spec_for(app, libraries))
+                spec.write_text(spec_for(app, libraries, target))
                 run(
                     [
                         "rpmbuild",
                         "-bb",
+                        *target.rpmbuild_options,
                         *define_args({"_topdir": str(topdir), **RPMBUILD_DEFINES}),
                         spec,
                     ]
@@ -173,8 +178,8 @@ def build_app_rpms(layers: Path) -> Path:
                 for rpm in (topdir / "RPMS").rglob("*.rpm"):
                     shutil.move(rpm, work / rpm.name)
                 if app.library_soname:
-                    libraries[f"{app.name}-{app.version}"] = unpack_library(work, app)
+                    libraries[f"{app.name}-{app.version}"] = unpack_library(work, app, target)
         shutil.rmtree(work / "rpmbuild")
         shutil.rmtree(work / "sysroot")
 
-    return cached_dir(layers / f"apps-{apps_key()}", build)
+    return cached_dir(layers / target.layer("apps", apps_key(target)), build)

@@ -19,6 +19,7 @@ from tests.testos.base import BASE_NAME, BOOTSTRAP_PACKAGES
 from tests.testos.crashes import IMAGE_PREFIX, import_image, install_user_root
 from tests.testos.problem import ARCHIVE_MEMBERS, PROBLEM_DIR_MEMBERS
 from tests.testos.rpms import APPS, DEBUGINFO_WITHHELD, RELEASE
+from tests.testos.target import X86_64
 
 CRASH_NAMES = ("crasher", "threadcrash", "cxxabort", "quietcrash")
 # The library each crash goes through, as (package, installed path).
@@ -171,7 +172,7 @@ def base_image(
 ) -> Iterator[str]:
     """An image of testos-base alone, as a retrace environment starts."""
     scratch = tmp_path_factory.mktemp("base-image")
-    install_user_root(scratch / "root", testos.repo, scratch, packages=(BASE_NAME,))
+    install_user_root(scratch / "root", testos.repo, scratch, X86_64, packages=(BASE_NAME,))
     reference = f"{IMAGE_PREFIX}testos-base:{scratch.name.lower()}"
     with PodmanClient(base_url=podman_service.url) as client:
         import_image(client, scratch / "root", reference, scratch)
