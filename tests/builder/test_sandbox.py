@@ -1,4 +1,8 @@
-"""The sandbox's limits hold for real: network, memory, pids, time, cleanup."""
+"""The sandbox's limits hold for real: network, memory, pids, time, cleanup.
+
+Each runs in the x86_64 base image and in the i386 one (a 32-bit userland on this
+x86_64 kernel), since an i386 release's retraces run in the latter.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,22 @@ from retracer.builder.errors import StepTimeout
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import RunOutput, RunSpec, Sandbox
 from retracer.builder.settings import SandboxLimits
+from retracer.server.config import config_from_mapping
 from tests.podman_service import PodmanService
 from tests.testos import Testos
 
 
-@pytest.fixture(scope="module")
-def base_image(analyzer: Analyzer, testos: Testos) -> str:
+@pytest.fixture(scope="module", params=["testos", "testos_i386"])
+def base_image(
+    request: pytest.FixtureRequest, analyzer: Analyzer, tmp_path_factory: pytest.TempPathFactory
+) -> str:
     from retracer.builder.environment import Environments
 
+    release_config = request.getfixturevalue(request.param).release_config()
+    config = config_from_mapping({"releases": [release_config]}, tmp_path_factory.mktemp("base"))
     with Sandbox(analyzer.settings) as sandbox:
         environments = Environments(sandbox, analyzer.settings, analyzer.state_dir / "images")
-        return environments.base_image(analyzer.releases[0])
+        return environments.base_image(config.releases[0])
 
 
 FORK_MANY = """
@@ -51,6 +60,12 @@ def run(analyzer: Analyzer, image: str, script: str, **limits: float) -> RunOutp
         return sandbox.run(
             RunSpec(image=image, command=["bash", "-c", script], step="test", timeout=60)
         )
+
+
+def test_userland_has_the_release_word_size(analyzer: Analyzer, base_image: str) -> None:
+    output = run(analyzer, base_image, "getconf LONG_BIT; uname -m")
+    expected = "32" if "testos-1-i386" in base_image else "64"
+    assert output.stdout.split() == [expected, "x86_64"]
 
 
 def test_no_network_but_loopback(analyzer: Analyzer, base_image: str) -> None:
