@@ -104,3 +104,29 @@ def test_a_repository_without_metadata_is_one_clear_sentence(tmp_path: Path) -> 
     assert caught.value.reason == (
         f"Repository {tmp_path / 'empty'} cannot be read: it has no repodata/repomd.xml."
     )
+
+
+@pytest.mark.parametrize(
+    ("arch", "found"),
+    [
+        ("i386", "crasher-1.0-1.i686"),  # an i386 release's crash (the core's EM_386)
+        ("i686", "crasher-1.0-1.i686"),  # /checkpackage from an i686 machine
+        ("i586", "crasher-1.0-1.i686"),
+        ("x86_64", "crasher-1.0-1.x86_64"),
+        ("aarch64", None),
+    ],
+)
+def test_find_maps_32_bit_x86_to_the_i686_build(
+    testos: Testos, testos_i386: Testos, tmp_path: Path, arch: str, found: str | None
+) -> None:
+    """One repository holding the x86_64 and the i686 build of the same NVR."""
+    repository = tmp_path / "repository"
+    (repository / "Packages").mkdir(parents=True)
+    for source in (testos, testos_i386):
+        for rpm in source.repo.glob("Packages/c/crasher-1.0-1.*.rpm"):
+            shutil.copy(rpm, repository / "Packages" / rpm.name)
+    publish(repository, tmp_path)
+
+    package = RepositoryIndex(release(repository), tmp_path / "index").find("crasher-1.0-1", arch)
+
+    assert (package.nevra if package else None) == found

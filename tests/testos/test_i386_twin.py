@@ -1,0 +1,59 @@
+"""testos-1-i386: the 32-bit twin's repository, core and problem directory."""
+
+from __future__ import annotations
+
+import struct
+
+from tests.testos import Testos
+from tests.testos.base import BASE_NAME
+from tests.testos.test_fixture import OS_INFO_LINES, build_ids_of, core_build_ids, repo_packages
+
+EM_386 = 3
+ELFCLASS32 = 1
+
+
+def test_repository_holds_i686_builds_of_both_library_versions(testos_i386: Testos) -> None:
+    packages = repo_packages(testos_i386.repo)
+
+    assert set(packages) == {
+        f"{BASE_NAME}-1-1",
+        *(f"{name}-{v}-1" for name in ("libcrash", "libcrash-debuginfo") for v in ("2.0", "2.1")),
+        *(f"{name}-{v}-1" for name in ("crasher", "crasher-debuginfo") for v in ("1.0", "1.1")),
+    }
+    assert {package.arch for package in packages.values()} == {"i686"}
+    assert testos_i386.release_id == "testos-1-i386"
+    assert testos_i386.release_config()["id"] == "testos-1-i386"
+
+
+def test_base_package_provides_32_bit_sonames(testos_i386: Testos) -> None:
+    base = repo_packages(testos_i386.repo)[f"{BASE_NAME}-1-1"]
+    provides = {name for name, *_ in base.provides}
+
+    assert {"rtld(GNU_HASH)", "libc.so.6(GLIBC_2.34)", "gdb", "dnf"} <= provides
+    assert not any(name.endswith("(64bit)") for name in provides)
+
+
+def test_core_is_a_32_bit_x86_core_of_the_old_versions(testos_i386: Testos) -> None:
+    crash = testos_i386.crashes["crasher"]
+    header = crash.core.read_bytes()[:20]
+    packages = repo_packages(testos_i386.repo)
+
+    def ids(nvr: str) -> dict[str, str]:
+        return build_ids_of(testos_i386.repo / packages[nvr].location_href)
+
+    assert header[:4] == b"\x7fELF" and header[4] == ELFCLASS32
+    assert struct.unpack("<HH", header[16:20]) == (4, EM_386)  # ET_CORE, EM_386
+    modules = core_build_ids(crash.core)
+    assert modules["/usr/bin/crasher"] == ids("crasher-1.0-1")["/usr/bin/crasher"]
+    assert modules["/usr/lib/libcrash.so.2"] == ids("libcrash-2.0-1")["/usr/lib/libcrash.so.2"]
+    assert modules["/usr/lib/libcrash.so.2"] != ids("libcrash-2.1-1")["/usr/lib/libcrash.so.2"]
+
+
+def test_problem_dir_says_what_an_i686_machine_says(testos_i386: Testos) -> None:
+    crash = testos_i386.crashes["crasher"]
+
+    assert (crash.problem_dir / "architecture").read_text() == "i686"  # uname -m
+    assert (crash.problem_dir / "package").read_text() == "crasher-1.0-1"
+    os_info = (crash.problem_dir / "os_info").read_text().splitlines()
+    assert all(line in os_info for line in OS_INFO_LINES)
+    assert crash.installed == ("crasher-1.0-1.i686", "libcrash-2.0-1.i686", "testos-base-1-1.i686")
