@@ -59,7 +59,7 @@ def build_testos(podman_url: str | None = None, target: Target = X86_64) -> Test
     one, a private service is started (on the tests' storage) when it is needed.
     """
     # Keys are taken once, so sources edited during a build can't make it prune itself.
-    current = {name for each in TARGETS for name in current_layer_names(each)}
+    current = known_layer_names()
     release = release_dir(target)
     with step(f"testos release {target.release_id}"), build_lock(layers_dir()):
         cached_dir(release, lambda work: build_release(work, podman_url, target))
@@ -127,11 +127,13 @@ def current_layer_names(target: Target) -> tuple[str, ...]:
     )
 
 
-def prune_stale_layers(current: set[str]) -> None:
-    """Remove layers of older inputs and leftovers of interrupted builds (under the lock).
+def known_layer_names() -> set[str]:
+    """The current layers of every target: building one release must keep the other's."""
+    return {name for target in TARGETS for name in current_layer_names(target)}
 
-    ``current`` names the layers of every target, so building one release keeps the other.
-    """
+
+def prune_stale_layers(current: set[str]) -> None:
+    """Remove layers of older inputs and leftovers of interrupted builds (under the lock)."""
     for entry in layers_dir().iterdir():
         if entry.is_dir() and entry.name not in current:
             log(f"removing stale layer {entry.name}")

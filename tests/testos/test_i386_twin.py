@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
-from tests.testos import Testos
+import pytest
+
+from tests.testos import Testos, build
 from tests.testos.base import BASE_NAME
+from tests.testos.target import I686, X86_64
 from tests.testos.test_fixture import OS_INFO_LINES, build_ids_of, core_build_ids, repo_packages
 
 EM_386 = 3
@@ -57,3 +61,17 @@ def test_problem_dir_says_what_an_i686_machine_says(testos_i386: Testos) -> None
     os_info = (crash.problem_dir / "os_info").read_text().splitlines()
     assert all(line in os_info for line in OS_INFO_LINES)
     assert crash.installed == ("crasher-1.0-1.i686", "libcrash-2.0-1.i686", "testos-base-1-1.i686")
+
+
+def test_pruning_keeps_the_layers_of_both_releases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRACER_TEST_CACHE", str(tmp_path))
+    layers = build.layers_dir()
+    kept = [*build.current_layer_names(X86_64), *build.current_layer_names(I686)]
+    for name in [*kept, "rootfs-0123456789abcdef", "release-i686-0123456789abcdef"]:
+        (layers / name).mkdir(parents=True)
+
+    build.prune_stale_layers(build.known_layer_names())
+
+    assert sorted(entry.name for entry in layers.iterdir()) == sorted(kept)
