@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retracer.sync.model import Release
+from retracer.sync.model import Release, package_arches
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,11 @@ class ReleaseSettings:
     upstreams: tuple[Upstream, ...] = ()
 
     def __post_init__(self) -> None:
-        Release.parse(self.id)
+        release = Release.parse(self.id)
+        if release.arch != "i386" and package_arches(release.arch) == package_arches("i386"):
+            # ABRT folds i686 and i586 into i386, so no client would ever ask for this id.
+            abrt_id = f"{release.distro}-{release.version}-i386"
+            raise ValueError(f"ABRT clients name this release {abrt_id!r}; use that id")
         if not self.repositories:
             raise ValueError("a release needs at least one local repository")
         if (self.base_image is None) == (self.bootstrap is None):

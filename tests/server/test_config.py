@@ -65,6 +65,9 @@ def test_environment_variable_names_the_file(
         ("releases:\n  - id: fedora41\n    os_release: x\n"
          "    repositories: [r]\n    base_image: i\n",
          "key 'releases[0]': 'fedora41' is not a release id of the form name-version-arch"),
+        ("releases:\n  - id: fedora-14-i686\n    os_release: x\n"
+         "    repositories: [r]\n    bootstrap: {}\n",
+         "key 'releases[0]': ABRT clients name this release 'fedora-14-i386'; use that id"),
         ("releases:\n  - id: a-1-x86_64\n    os_release: x\n    repositories: [r]\n",
          "key 'releases[0]': give exactly one of base_image or bootstrap"),
         ("server: {port: 1\n",
