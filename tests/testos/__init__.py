@@ -5,6 +5,10 @@
 versions each with ``-debuginfo``, except ``libquiet-debuginfo``) and, for four
 programs, the core and ABRT problem directory of a crash on a machine that runs
 the OLD versions. ``python -m tests.testos`` builds it and prints the paths.
+
+``build_testos(target=I686)`` builds its 32-bit twin, ``testos-1-i386`` (see
+:mod:`tests.testos.target`): i686 packages of libcrash and crasher and one crash;
+``python -m tests.testos i686`` prints where it is.
 """
 
 from tests.testos.build import build_testos
