@@ -1,6 +1,7 @@
 """A 32-bit crash (testos-1-i386, i686 packages) retraced by `retracer retrace` on x86_64.
 
-The configuration serves both releases, as a host retracing both would.
+The configuration serves both releases, as a host retracing both would. The last test
+checks the i386 image's own dnf against a repository that also has x86_64 builds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from retracer.server.config import Config
+from retracer.builder.environment import Environments
+from retracer.builder.retrace import Analyzer
+from retracer.builder.sandbox import RunSpec, Sandbox
+from retracer.server.config import Config, config_from_mapping
+from retracer.sync.settings import ReleaseSettings
+from tests.sync.two_arch import two_arch_repository
 from tests.testos import Testos
 
 
@@ -68,3 +74,35 @@ def test_installed_packages_are_the_i686_builds(report: dict[str, Any]) -> None:
     assert {"libcrash-2.0-1.i686", "libcrash-debuginfo-2.0-1.i686"} <= packages
     assert all(nevra.endswith(".i686") for nevra in packages)
     assert modules["/usr/lib/libcrash.so.2"]["debuginfo"] == "libcrash-debuginfo-2.0-1.i686"
+
+
+def test_environment_dnf_installs_i686_where_the_repository_has_both_arches(
+    analyzer: Analyzer, testos_i386: Testos, tmp_path: Path
+) -> None:
+    # A base_image release gets gdb and elfutils installed by name. The i386 image runs
+    # on the x86_64 kernel, where its dnf would pick an x86_64 build if one were there.
+    repository = two_arch_repository(tmp_path, "gdb")
+    bootstrap = config_from_mapping({"releases": [testos_i386.release_config()]}, tmp_path)
+    with Sandbox(analyzer.settings) as sandbox:
+        environments = Environments(sandbox, analyzer.settings, analyzer.state_dir / "images")
+        bootstrapped = environments.base_image(bootstrap.releases[0])
+        release = ReleaseSettings(
+            id="testos-1-i386",
+            os_release=testos_i386.os_release,
+            repositories=(repository,),
+            base_image=bootstrapped,
+        )
+        image = environments.base_image(release)
+        try:
+            output = sandbox.run(
+                RunSpec(
+                    image=image,
+                    command=["cat", "/usr/share/two-arch-gdb/arch"],
+                    step="test",
+                    timeout=60,
+                )
+            )
+        finally:
+            sandbox.remove_image(image)
+
+    assert output.stdout.strip() == "i686"
