@@ -21,6 +21,8 @@ class FrameRow:
     build_id: str
     offset: str  # hexadecimal offset in the module, or ""
     without_debuginfo: bool
+    # (name, value as gdb printed it) of the frame's arguments and variables.
+    locals: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def _frame(frame: dict[str, Any], without_debuginfo: set[str]) -> FrameRow:
         build_id=build_id,
         offset=f"{offset:#x}" if isinstance(offset, int) else "",
         without_debuginfo=bool(build_id) and build_id in without_debuginfo,
+        locals=tuple((str(k), str(v)) for k, v in (frame.get("locals") or {}).items()),
     )
 
 
