@@ -28,7 +28,9 @@ from werkzeug.wrappers import Response
 from retracer.server.auth import Access
 from retracer.server.config import Config
 from retracer.server.errors import (
+    FormRefused,
     LengthRequired,
+    NoFileChosen,
     PasswordRefused,
     ServerError,
     TaskNotFound,
@@ -63,13 +65,6 @@ SUFFIX_TYPES = (
 )
 DOWNLOADS = {"backtrace": "backtrace.txt", "backtrace.json": "backtrace.json", "log": "log.txt"}
 UNLOCK_FIRST = "Unlock this task with its password first."
-
-
-class FormRefused(ServerError):
-    """A form without its CSRF token (403)."""
-
-    def __init__(self) -> None:
-        super().__init__("This form has expired or came from another site; reload the page.")
 
 
 @dataclass(frozen=True)
@@ -132,7 +127,7 @@ def _form_upload() -> Upload:
     _check_csrf()
     archive = request.files.get("archive")
     if archive is None or not archive.filename:
-        raise _NoFile()
+        raise NoFileChosen()
     stream: IO[bytes] = archive.stream
     size = stream.seek(0, 2)
     stream.seek(0)
@@ -142,11 +137,6 @@ def _form_upload() -> Upload:
         content_length=size,
         task_type=None,
     )
-
-
-class _NoFile(ServerError):
-    def __init__(self) -> None:
-        super().__init__("Choose a problem directory archive (.tar.xz) to upload.")
 
 
 def _content_type(filename: str, sent: str) -> str:
