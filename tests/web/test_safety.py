@@ -198,3 +198,13 @@ def test_the_dashboard_is_off_without_a_token(make_app: AppFactory) -> None:
     client = make_app().test_client()
     assert client.get("/admin").status_code == 404
     assert client.get("/admin", headers={"Authorization": "Bearer "}).status_code == 404
+
+
+def test_the_form_takes_the_archive_type_from_its_name(make_app: AppFactory) -> None:
+    """Browsers label .tar.xz files variously (often application/octet-stream)."""
+    client = make_app().test_client()
+    token = csrf(client)
+    archive = (io.BytesIO(abrt_archive()), "crash.tar.xz", "application/octet-stream")
+    data = {CSRF_FIELD: token, "archive": archive}
+    created = client.post("/upload", data=data, content_type="multipart/form-data")
+    assert created.status_code == 201, created.get_data(as_text=True)
