@@ -99,6 +99,16 @@ def statistics_families(stats: Statistics) -> Iterator[GaugeMetricFamily]:
     environments.add_metric(["cache"], stats.environments_reused)
     environments.add_metric(["built"], stats.environments_built)
     yield environments
+    yield GaugeMetricFamily(
+        "retracer_environment_cache_bytes",
+        "Bytes of environment images cached, as the worker last measured.",
+        value=stats.environment_bytes,
+    )
+    yield GaugeMetricFamily(
+        "retracer_environment_cache_images",
+        "Environment images cached, as the worker last measured.",
+        value=stats.environment_images,
+    )
     steps = GaugeMetricFamily(
         "retracer_step_seconds",
         "Seconds per retrace step over the last week, by percentile.",

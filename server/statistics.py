@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS step_times (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS step_times_by_at ON step_times (at);
+-- Figures the worker measures and the HTTP process cannot (the environment cache).
+CREATE TABLE IF NOT EXISTS gauges (name TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 
 HOURS_SHOWN = 24
@@ -68,6 +70,8 @@ class Statistics:
     running: int
     environments_reused: int
     environments_built: int
+    environment_images: int
+    environment_bytes: int
     step_times: tuple[Percentiles, ...]
 
     @property
@@ -90,6 +94,7 @@ def percentile(ordered: list[float], fraction: float) -> float:
 def collect(db: sqlite3.Connection, now: float) -> Statistics:
     hour_start = math.floor(now / 3600) * 3600
     day_start = math.floor(now / 86400) * 86400
+    gauges = dict(db.execute("SELECT name, value FROM gauges").fetchall())
     return Statistics(
         now=now,
         created_per_hour=_buckets(db, hour_start, 3600, HOURS_SHOWN),
@@ -103,6 +108,8 @@ def collect(db: sqlite3.Connection, now: float) -> Statistics:
         running=_active(db, "RUNNING"),
         environments_reused=_count(db, "environment_cached = 1"),
         environments_built=_count(db, "environment_cached = 0"),
+        environment_images=int(gauges.get("environment_images", 0)),
+        environment_bytes=int(gauges.get("environment_bytes", 0)),
         step_times=_step_times(db, now - STEP_WINDOW_SECONDS),
     )
 

@@ -296,6 +296,14 @@ class TaskStore:
                 [(task_id, name, seconds, now) for name, seconds in steps],
             )
 
+    def record_environment_cache(self, images: int, size_bytes: int) -> None:
+        """The environment cache's size, as the worker last measured it."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)",
+                [("environment_images", images), ("environment_bytes", size_bytes)],
+            )
+
     def statistics(self, now: float | None = None) -> Statistics:
         """The operator's figures (see :mod:`retracer.server.statistics`)."""
         return statistics.collect(self._db, time.time() if now is None else now)

@@ -131,6 +131,8 @@ class Worker:
             result.environment_cached,
             tuple((step.name, step.seconds) for step in result.steps),
         )
+        usage = self._get_analyzer().environment_cache()
+        store.record_environment_cache(usage.images, usage.bytes)
         spool.write_result(task_id, BACKTRACE, result.backtrace)
         spool.write_result(task_id, REPORT, json.dumps(result.report))
         spool.append_log(task_id, "Retrace finished successfully")

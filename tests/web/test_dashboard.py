@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.statistics import TOTAL, percentile
@@ -13,6 +15,12 @@ from retracer.server.tasks import TaskStore
 from tests.server.conftest import settings_mapping
 
 TOKEN = "dashboard-token"
+
+
+def sample(metrics: str, name: str) -> float:
+    families = text_string_to_metric_families(metrics)
+    (value,) = [s.value for family in families for s in family.samples if s.name == name]
+    return float(value)
 
 
 def fill_store(store: TaskStore) -> None:
@@ -33,6 +41,7 @@ def fill_store(store: TaskStore) -> None:
             store.record_retrace(task_id, release, arch, cached, (("running gdb", gdb_seconds),))
         store.finish(task_id, success, reason, "Finishing task")
     store.insert("100000006", "hash")
+    store.record_environment_cache(3, 5 << 20)
 
 
 def test_dashboard_and_metrics_show_the_same_figures(
@@ -59,6 +68,8 @@ def test_dashboard_and_metrics_show_the_same_figures(
     assert re.search(r'id="queue">1 waiting, 0 running', text)
     assert "1 from the cache, 1 built (hit rate 50 %)" in text
     assert 'retracer_environments{source="cache"} 1.0' in metrics
+    assert re.search(r'id="environment-cache">3 images, 5.0 MiB<', text)
+    assert sample(metrics, "retracer_environment_cache_bytes") == 5 << 20
     assert re.search(r"<td>running gdb</td><td>2</td><td>2.00</td><td>8.00</td>", text)
     assert 'retracer_step_seconds{quantile="0.99",step="running gdb"} 8.0' in metrics
     assert f"<td>{TOTAL}</td><td>5</td>" in text

@@ -166,6 +166,9 @@ def test_dashboard_shows_the_tasks_and_refuses_without_the_token(
     expect(page.locator("svg.chart").first).to_be_visible()
     expect(page.locator("main")).to_contain_text(testos.release_id)
     expect(page.locator("#step-times")).to_contain_text("running gdb")
+    images = re.match(r"(\d+) images", page.inner_text("#environment-cache"))
+    assert images is not None
+    assert f"retracer_environment_cache_images {float(images.group(1))}" in metrics
     finished = re.match(r"(\d+) succeeded", page.inner_text("#finished"))
     assert finished is not None
     succeeded = int(finished.group(1))
