@@ -220,7 +220,10 @@ def download(task_id: str, name: str) -> Response:
         return _locked(task_id, UNLOCK_FIRST, 403)
 
     def send(task_id: str, unlocked: Unlocked) -> Response:
-        text = service().document(unlocked.access.task, name)
+        try:
+            text = service().document(unlocked.access.task, name)
+        except ServerError as error:
+            return _page("message.html", status=status_of(error), message=error.reason)
         mimetype = "application/json" if name.endswith(".json") else "text/plain"
         response = Response(text, mimetype=mimetype)
         response.headers["Content-Disposition"] = (

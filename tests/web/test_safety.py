@@ -208,3 +208,15 @@ def test_the_form_takes_the_archive_type_from_its_name(make_app: AppFactory) -> 
     data = {CSRF_FIELD: token, "archive": archive}
     created = client.post("/upload", data=data, content_type="multipart/form-data")
     assert created.status_code == 201, created.get_data(as_text=True)
+
+
+def test_a_download_before_the_end_says_why(make_app: AppFactory) -> None:
+    client = make_app().test_client()
+    created = upload_form(client, abrt_archive(), "crash.tar.xz", csrf(client))
+    task_id = created_id(created)
+    early = client.get(f"/tasks/{task_id}/download/backtrace.json")
+    assert early.status_code == 404
+    assert page_error(early.get_data(as_text=True)) == (
+        f"The backtrace.json of task {task_id} is not available: the task has not finished yet."
+    )
+    assert client.get(f"/tasks/{task_id}/download/core").status_code == 404

@@ -1,7 +1,8 @@
 /* hostile 1.1: every string its core carries tries to become markup, a link or a
  * terminal command, so the pages that show a retrace can prove they keep it inert.
- * It names its thread, keeps hostile locals and fails an assert whose message
- * (glibc's __abort_msg) holds a script tag. */
+ * It renames itself (the core's process name; gdb shows no thread name for a
+ * core), keeps hostile locals and fails an assert whose message (glibc's
+ * __abort_msg) holds a script tag. */
 #include <assert.h>
 #include <stddef.h>
 #include <sys/prctl.h>
