@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,16 @@ def test_dashboard_shows_the_tasks_and_refuses_without_the_token(
     assert finished is not None
     succeeded = int(finished.group(1))
     assert f'retracer_tasks_finished_total{{result="success"}} {float(succeeded)}' in metrics
+
+
+def test_every_page_works_without_javascript(browser: Browser, site: Site, testos: Testos) -> None:
+    crash = testos.crashes["crasher"]
+    page = browser.new_context(java_script_enabled=False).new_page()
+    upload_through_form(page, site, crash.archive)
+    page.click("a.button")
+    expect(page.locator("#live-note")).to_contain_text("Reload the page")
+    deadline = time.monotonic() + RETRACE_TIMEOUT_MS / 1000
+    while page.inner_text("#status") == "PENDING" and time.monotonic() < deadline:
+        page.reload()  # what a person without JavaScript does
+    expect(page.locator("#status")).to_have_text("FINISHED_SUCCESS")
+    expect(page.locator("table.frames").first).to_contain_text(crash.crash_function)
