@@ -46,6 +46,24 @@ class Environment:
     installed_by_dnf: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class CacheUsage:
+    images: int
+    bytes: int
+
+
+def cache_usage(images_dir: Path) -> CacheUsage:
+    """What the environment cache holds, read from its index (no podman needed)."""
+    index = images_dir / "environments.sqlite"
+    if not index.exists():
+        return CacheUsage(0, 0)
+    with closing(sqlite3.connect(index)) as db:
+        count, total = db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM environment"
+        ).fetchone()
+    return CacheUsage(int(count), int(total))
+
+
 class Environments:
     def __init__(self, sandbox: Sandbox, settings: BuilderSettings, state_dir: Path) -> None:
         self.sandbox = sandbox

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from retracer.builder.early import EarlyRun
-from retracer.builder.environment import Environments
+from retracer.builder.environment import CacheUsage, Environments, cache_usage
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
 from retracer.builder.model import (
     Module,
@@ -64,6 +64,7 @@ class Analyzer:
         self._scratch = state_dir / "tmp"
         self._indexes = {r.id: RepositoryIndex(r, state_dir / "index") for r in self.releases}
         self._driver: Path | None = None
+        self._images_dir = state_dir / "images"
 
     def index(self, release: ReleaseSettings) -> RepositoryIndex:
         return self._indexes[release.id]
@@ -81,7 +82,7 @@ class Analyzer:
             problem = read_problem(problem_dir, self.releases)
         run.log(f"release {problem.release.id}, executable {problem.executable}")
         with Sandbox(self.settings) as sandbox:
-            environments = Environments(sandbox, self.settings, self.state_dir / "images")
+            environments = Environments(sandbox, self.settings, self._images_dir)
             with run.step("preparing the base image"):
                 base = environments.base_image(problem.release)
             with (
@@ -188,6 +189,10 @@ class Analyzer:
                 executable.binary.nvr,
             )
         return crashed, resolved
+
+    def environment_cache(self) -> CacheUsage:
+        """How many environment images are cached and their size, for the operator."""
+        return cache_usage(self._images_dir)
 
     def clean_up(self) -> None:
         """Remove what killed workers left: overdue containers and stale scratch files."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from retracer.server import api, errors, metrics
+from retracer.server import api, errors, metrics, web
 from retracer.server.config import Config
 from retracer.server.jobs import JobQueue
 from retracer.server.offload import in_threadpool, pump_into_thread
@@ -33,5 +33,6 @@ def create_app(config: Config) -> Flask:
         offload=in_threadpool,
     )
     errors.init_app(app)
+    web.init_app(app, config)
     app.register_blueprint(api.bp)
     return app

@@ -55,6 +55,8 @@ class ServerSettings:
     # A worker renews its claim on a task this often; a claim older than the lease
     # means its worker died, and the task is queued again.
     task_lease_seconds: float = 60.0
+    # The operator's dashboard at /admin asks for this token; without one it is off.
+    admin_token: str | None = None
 
 
 @dataclass(frozen=True)

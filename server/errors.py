@@ -22,6 +22,8 @@ Exception tree::
     ├── PackageUnknown           404: /checkpackage knows no such package
     ├── PasswordRefused          403: the password is missing, wrong or already used
     ├── TooManyAttempts          429: too many wrong passwords for this task recently
+    ├── FormRefused              403: a web form came without its CSRF token
+    ├── NoFileChosen             400: the upload form came without an archive
     └── TaskSealed               a finished task's files were about to change
 
 Errors of the other packages (``BuilderError``, ``SyncError``) carry a ``reason`` of the
@@ -173,6 +175,16 @@ class TooManyAttempts(ServerError):
         )
 
 
+class FormRefused(ServerError):
+    def __init__(self) -> None:
+        super().__init__("This form has expired or came from another site; reload the page.")
+
+
+class NoFileChosen(ServerError):
+    def __init__(self) -> None:
+        super().__init__("Choose a problem directory archive (.tar.xz) to upload.")
+
+
 class TaskSealed(ServerError):
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
@@ -195,6 +207,8 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (PackageUnknown, 404),
     (PasswordRefused, 403),
     (TooManyAttempts, 429),
+    (FormRefused, 403),
+    (NoFileChosen, 400),
     (UnknownRelease, 404),
     (SyncError, 503),
     (BuilderError, 503),

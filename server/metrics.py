@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from retracer.server.statistics import Statistics
 from retracer.server.tasks import TaskState, TaskStore
 
 bp = Blueprint("metrics", __name__)
@@ -69,6 +70,54 @@ class _TaskCollector(Collector):
         yield GaugeMetricFamily(
             "retracer_running_tasks", "Tasks being retraced.", value=counts[TaskState.RUNNING]
         )
+        yield from statistics_families(self._store.statistics())
+
+
+def statistics_families(stats: Statistics) -> Iterator[GaugeMetricFamily]:
+    """The dashboard's figures (the same Statistics the /admin page draws)."""
+    yield GaugeMetricFamily(
+        "retracer_tasks_created_last_hour",
+        "Tasks created in the current hour.",
+        value=stats.created_per_hour[-1],
+    )
+    yield GaugeMetricFamily(
+        "retracer_tasks_created_last_day", "Tasks created today.", value=stats.created_per_day[-1]
+    )
+    for name, help_text, label, rows in (
+        ("retracer_task_failures", "Failed tasks, by reason.", "reason", stats.failure_reasons),
+        ("retracer_retraces_by_release", "Retraced tasks, by release.", "release",
+         stats.per_release),
+        ("retracer_retraces_by_arch", "Retraced tasks, by architecture.", "arch", stats.per_arch),
+    ):  # fmt: skip
+        family = GaugeMetricFamily(name, help_text, labels=[label])
+        for value, count in rows:
+            family.add_metric([value], count)
+        yield family
+    environments = GaugeMetricFamily(
+        "retracer_environments", "Retraces by where their environment came from.", labels=["source"]
+    )
+    environments.add_metric(["cache"], stats.environments_reused)
+    environments.add_metric(["built"], stats.environments_built)
+    yield environments
+    yield GaugeMetricFamily(
+        "retracer_environment_cache_bytes",
+        "Bytes of environment images cached, as the worker last measured.",
+        value=stats.environment_bytes,
+    )
+    yield GaugeMetricFamily(
+        "retracer_environment_cache_images",
+        "Environment images cached, as the worker last measured.",
+        value=stats.environment_images,
+    )
+    steps = GaugeMetricFamily(
+        "retracer_step_seconds",
+        "Seconds per retrace step over the last week, by percentile.",
+        labels=["step", "quantile"],
+    )
+    for times in stats.step_times:
+        steps.add_metric([times.step, "0.5"], times.p50)
+        steps.add_metric([times.step, "0.99"], times.p99)
+    yield steps
 
 
 def init_app(app: Flask, store: TaskStore) -> Metrics:

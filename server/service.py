@@ -27,6 +27,7 @@ from retracer.server.jobs import JobQueue
 from retracer.server.metrics import Metrics
 from retracer.server.packages import PackageCatalog
 from retracer.server.spool import SUPPORTED_FORMATS, Spool, Upload
+from retracer.server.statistics import Statistics
 from retracer.server.tasks import Task, TaskState, TaskStore
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,14 @@ class RetraceService:
         if text is None:
             raise ResultNotReady(task.id, name, "the retrace did not produce it")
         return text
+
+    def live_log(self, task: Task) -> str:
+        """The log so far, also while the task runs (empty before a worker starts it)."""
+        return self._spool.read(task.id, "log") or ""
+
+    def statistics(self) -> Statistics:
+        """The operator's figures, from the store (the same /metrics exports)."""
+        return self._store.statistics()
 
     def exploitable(self, task: Task) -> str:
         """This server does not rate exploitability; 404 tells ABRT clients "no info"."""

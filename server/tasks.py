@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from retracer.server import statistics
 from retracer.server.errors import TaskNotFound
+from retracer.server.statistics import Statistics
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ class TaskStore:
         # ``durable=True`` (a new task, a finished one) also wait for the disk.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(statistics.SCHEMA)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> TaskStore:
@@ -141,6 +144,9 @@ class TaskStore:
                     (task_id, TaskState.QUEUED.value, QUEUED_STAGE, now, now, password_hash),
                 )
                 _bump(db, "created")
+                db.execute(
+                    "INSERT INTO task_history (task_id, created) VALUES (?, ?)", (task_id, now)
+                )
         except sqlite3.IntegrityError:
             return False
         return True
@@ -234,6 +240,14 @@ class TaskStore:
             )
             if cursor.rowcount:
                 _bump(db, state.value.lower())
+                db.execute(
+                    "INSERT OR REPLACE INTO task_history (task_id, created, finished, success,"
+                    " reason, release, arch, environment_cached)"
+                    " SELECT t.id, t.created, t.finished, ?, t.reason, h.release, h.arch,"
+                    " h.environment_cached FROM tasks t"
+                    " LEFT JOIN task_history h ON h.task_id = t.id WHERE t.id = ?",
+                    (int(success), task_id),
+                )
         return bool(cursor.rowcount)
 
     def release_expired(self, now: float | None = None) -> list[str]:
@@ -260,6 +274,39 @@ class TaskStore:
                 "SELECT id FROM tasks WHERE state = ? ORDER BY queued", (TaskState.QUEUED.value,)
             )
         ]
+
+    def record_retrace(
+        self,
+        task_id: str,
+        release_id: str,
+        arch: str,
+        environment_cached: bool,
+        steps: tuple[tuple[str, float], ...],
+    ) -> None:
+        """Keep what the dashboard and /metrics report about one retrace."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE task_history SET release = ?, arch = ?, environment_cached = ?"
+                " WHERE task_id = ?",
+                (release_id, arch, int(environment_cached), task_id),
+            )
+            db.executemany(
+                "INSERT INTO step_times (task_id, step, seconds, at) VALUES (?, ?, ?, ?)",
+                [(task_id, name, seconds, now) for name, seconds in steps],
+            )
+
+    def record_environment_cache(self, images: int, size_bytes: int) -> None:
+        """The environment cache's size, as the worker last measured it."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)",
+                [("environment_images", images), ("environment_bytes", size_bytes)],
+            )
+
+    def statistics(self, now: float | None = None) -> Statistics:
+        """The operator's figures (see :mod:`retracer.server.statistics`)."""
+        return statistics.collect(self._db, time.time() if now is None else now)
 
     # Credentials
 

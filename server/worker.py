@@ -27,6 +27,7 @@ from retracer.server.jobs import JobQueue, requeue_lost
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskStore
 from retracer.sync.errors import SyncError
+from retracer.sync.model import Release
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,15 @@ class Worker:
             log.exception("task %s: internal error in the analyzer", task_id)
             spool.append_log(task_id, f"Retrace failed: {INTERNAL_ERROR}")
             return Outcome(False, INTERNAL_ERROR)
+        store.record_retrace(
+            task_id,
+            result.release_id,
+            Release.parse(result.release_id).arch,
+            result.environment_cached,
+            tuple((step.name, step.seconds) for step in result.steps),
+        )
+        usage = self._get_analyzer().environment_cache()
+        store.record_environment_cache(usage.images, usage.bytes)
         spool.write_result(task_id, BACKTRACE, result.backtrace)
         spool.write_result(task_id, REPORT, json.dumps(result.report))
         spool.append_log(task_id, "Retrace finished successfully")

@@ -62,6 +62,11 @@ PROGRAMS = (
         "quietcrash", "1.0", "/usr/bin/quietcrash",
         "quietcrash-1.0", "quietcrash_v10_on_item", "quietcrash-1.1", "quietcrash_v11_accumulate",
     ),
+    # Its thread name, locals and abort message hold <script>, javascript: and escapes.
+    CrashProgram(
+        "hostile", "1.0", "/usr/bin/hostile",
+        "hostile-1.0", "hostile_v10_render", "hostile-1.1", "hostile_v11_draw",
+    ),
 )  # fmt: skip
 # The user's machine: the base system and the OLD version of every package.
 USER_PACKAGES = (

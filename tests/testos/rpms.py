@@ -54,6 +54,8 @@ APPS = (
     App("libquiet", "1.1", "Callbacks without debuginfo", library_soname="libquiet.so.1"),
     App("quietcrash", "1.0", "Crashes in a callback from libquiet", uses=("libquiet-1.0",)),
     App("quietcrash", "1.1", "Crashes in a callback from libquiet", uses=("libquiet-1.1",)),
+    App("hostile", "1.0", "Aborts with markup and escapes in its strings"),
+    App("hostile", "1.1", "Aborts with markup and escapes in its strings"),
 )
 # Their -debuginfo packages are built but left out of the repository.
 DEBUGINFO_WITHHELD = ("libquiet",)
