@@ -94,6 +94,26 @@ def serve(source: ConfigSource, no_worker: bool) -> None:
 
 
 @main.command()
+@click.option("--host", help="Address to listen on (default: debuginfod.host).")
+@click.option("--port", type=int, help="Port to listen on (default: debuginfod.port).")
+@pass_config_source
+def debuginfod(source: ConfigSource, host: str | None, port: int | None) -> None:
+    """Serve only the debuginfod protocol from the releases' repositories."""
+    from gevent import monkey
+
+    monkey.patch_all(ssl=False)
+    from retracer.server.debuginfod.serve import serve_debuginfod
+
+    config = source.load()
+    _log_to_stderr()
+    serve_debuginfod(
+        config,
+        config.debuginfod.host if host is None else host,
+        config.debuginfod.port if port is None else port,
+    )
+
+
+@main.command()
 @pass_config_source
 def worker(source: ConfigSource) -> None:
     """Consume the task queue: retrace tasks with `server.workers` processes until SIGINT."""
