@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -107,6 +108,7 @@ class ArtifactCache:
     ) -> None:
         self._indexes = [RepositoryIndex(release, index_dir) for release in releases]
         self.cache_dir = cache_dir
+        self._cache_root = str(cache_dir)
         self.max_bytes = max_bytes
         self._on_unpack = on_unpack
         self._scratch = cache_dir / ".partial"
@@ -114,20 +116,23 @@ class ArtifactCache:
         for folder in (self._scratch, self._locks):
             folder.mkdir(parents=True, exist_ok=True)
         self._used_bytes: int | None = None  # counted on the first store
+        # Where cached files came from, remembered: hot requests skip reading the sidecar.
+        self._origin = functools.lru_cache(maxsize=4096)(_read_origin)
         self._usage_lock = threading.Lock()
 
     def cached(self, artifact: Artifact) -> CachedArtifact | None:
         """The artifact if it is in the cache; never unpacks, never reads the index."""
-        path = self.cache_dir / artifact.key
+        # os.path rather than pathlib: this runs for every hot request.
+        path = os.path.join(self._cache_root, artifact.key)
         try:
-            stat = path.stat()
-            origin = json.loads(path.with_suffix(".json").read_bytes())
-        except (OSError, ValueError):
+            stat = os.stat(path)
+            member, archive = self._origin(path)
+        except (OSError, ValueError, KeyError):
             return None
         if time.time() - stat.st_mtime > _TOUCH_SECONDS:
             with contextlib.suppress(OSError):
                 os.utime(path)
-        return CachedArtifact(path, stat.st_size, origin["member"], origin["archive"])
+        return CachedArtifact(Path(path), stat.st_size, member, archive)
 
     def fetch(self, artifact: Artifact) -> CachedArtifact | None:
         """The artifact, unpacked first if needed; None when no repository has it.
@@ -244,6 +249,12 @@ class ArtifactCache:
                 with contextlib.suppress(FileNotFoundError):
                     stat = path.stat()
                     yield path, stat.st_size, stat.st_mtime
+
+
+def _read_origin(path: str) -> tuple[str, str]:
+    with open(path + ".json", "rb") as sidecar:
+        origin = json.loads(sidecar.read())
+    return str(origin["member"]), str(origin["archive"])
 
 
 def _section_data(path: Path, name: str) -> bytes | None:

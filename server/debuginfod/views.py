@@ -11,9 +11,12 @@ thread pool.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -27,13 +30,14 @@ from retracer.server.debuginfod.artifacts import (
     CachedArtifact,
 )
 from retracer.server.offload import in_threadpool
-from retracer.server.sendfile import FileBody
+from retracer.server.sendfile import FAST_PATH, FastFile, FastPath, FileBody
 
 T = TypeVar("T")
 
 bp = Blueprint("debuginfod", __name__)
 
 _NOT_FOUND = "No such build-id, or it has no such file in this server's repositories.\n"
+_FAST_REQUEST = re.compile(r"^/buildid/([0-9a-f]+)/(debuginfo|executable|source|section)(/.*)?$")
 
 
 class DebuginfodMetrics:
@@ -57,6 +61,11 @@ class DebuginfodMetrics:
         self.bytes = Counter(
             "retracer_debuginfod_sent_bytes", "Bytes of file bodies sent.", registry=registry
         )
+        # Resolved once: the fast path counts every hot answer.
+        self.found = {
+            kind: self.requests.labels(kind=kind, status="200")
+            for kind in ("debuginfo", "executable", "source", "section")
+        }
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ def init_app(app: Flask, config: Config, registry: CollectorRegistry) -> Debugin
     )
     service = Debuginfod(cache, metrics, in_threadpool)
     app.extensions["retracer.debuginfod"] = service
+    app.extensions[FAST_PATH] = _fast_path(service)
     app.register_blueprint(bp)
     return service
 
@@ -133,13 +143,51 @@ def _answer(artifact: Artifact | None, kind: str) -> Response:
     return response
 
 
-def _file_response(found: CachedArtifact) -> Response:
-    headers = {
+def _fast_path(service: Debuginfod) -> FastPath:
+    """Cached files, answered by the WSGI handler without the app (``server.sendfile``).
+
+    Requests with a Range, and anything not in the cache, go on to the views.
+    """
+
+    def lookup(method: str, raw_path: str, headers: Message) -> FastFile | None:
+        if method not in ("GET", "HEAD") or "range" in headers:
+            return None
+        match = _FAST_REQUEST.match(raw_path.partition("?")[0])
+        if match is None:
+            return None
+        build_id, kind, rest = match[1], match[2], unquote(match[3] or "")
+        if (kind in ("debuginfo", "executable")) == bool(rest):
+            return None
+        if kind == "section":
+            rest = rest[1:]
+        artifact = Artifact.parse(build_id, kind, rest)  # type: ignore[arg-type]
+        found = service.cache.cached(artifact) if artifact else None
+        if found is None:
+            return None
+        metrics = service.metrics
+        metrics.hits.inc()
+        metrics.found[kind].inc()
+        if method == "GET":
+            metrics.bytes.inc(found.size)
+        headers_out = (*_origin_headers(found).items(), ("Accept-Ranges", "bytes"))
+        return FastFile(str(found.path), headers_out, send_body=method == "GET")
+
+    return lookup
+
+
+def _origin_headers(found: CachedArtifact) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
         "X-DEBUGINFOD-SIZE": str(found.size),
         "X-DEBUGINFOD-FILE": found.member,
         "X-DEBUGINFOD-ARCHIVE": found.archive,
         "Cache-Control": "public, max-age=86400, immutable",
     }
+
+
+def _file_response(found: CachedArtifact) -> Response:
+    headers = _origin_headers(found)
+    del headers["Content-Type"]
     if request.method == "HEAD":
         response = Response(headers=headers, content_type="application/octet-stream")
         response.content_length = found.size
