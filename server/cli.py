@@ -99,15 +99,11 @@ def serve(source: ConfigSource, no_worker: bool) -> None:
 @pass_config_source
 def debuginfod(source: ConfigSource, host: str | None, port: int | None) -> None:
     """Serve only the debuginfod protocol from the releases' repositories."""
-    from gevent import monkey
-
-    monkey.patch_all(ssl=False)
-    from retracer.server.debuginfod.serve import serve_debuginfod
+    from retracer.server.debuginfod.serve import exec_server
 
     config = source.load()
-    _log_to_stderr()
-    serve_debuginfod(
-        config,
+    exec_server(
+        config.source,
         config.debuginfod.host if host is None else host,
         config.debuginfod.port if port is None else port,
     )
