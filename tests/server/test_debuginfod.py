@@ -9,6 +9,7 @@ checked over HTTP against the main app on a real gevent server.
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from elftools.elf.elffile import ELFFile
 
 from retracer.server.config import Config
 from retracer.server.debuginfod.artifacts import Artifact, ArtifactCache, canonical_source_path
+from retracer.server.sendfile import read_headers
 from tests.server.live import Served, write_config
 from tests.testos import Testos
 
@@ -354,3 +356,24 @@ def test_the_cache_stays_under_its_cap_evicting_the_least_recently_served(
     assert capped.cached(newest) is not None
     kept = sum(path.stat().st_size for path in (tmp_path / "cache").rglob("debuginfo"))
     assert kept <= capped.max_bytes
+
+
+@pytest.mark.parametrize(
+    ("block", "status", "fields"),
+    [
+        (b"Host: a\r\nRange: bytes=0-1\r\n\r\n", "", [("Host", "a"), ("Range", "bytes=0-1")]),
+        (b"X-Long: one\r\n two\r\n\r\n", "", [("X-Long", "one two")]),
+        (b"Host:a\n\n", "", [("Host", "a")]),
+        (b"no colon here\r\n\r\n", "Malformed header line", []),
+        (b"Spaced : x\r\n\r\n", "Malformed header line", []),
+        (b"X: " + b"y" * 70000 + b"\r\n\r\n", "Line too long", []),
+        (b"".join(b"H%d: v\r\n" % n for n in range(101)) + b"\r\n", "Too many headers", None),
+    ],
+)
+def test_request_headers_are_read_like_pywsgi_reads_them(
+    block: bytes, status: str, fields: list[tuple[str, str]] | None
+) -> None:
+    message = read_headers(io.BytesIO(block + b"BODY"))
+    assert message.status == status
+    if fields is not None:
+        assert message.items() == fields
