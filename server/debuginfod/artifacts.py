@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -118,7 +117,6 @@ class ArtifactCache:
         self._used_bytes: int | None = None  # counted on the first store
         # Where cached files came from, remembered: hot requests skip reading the sidecar.
         self._origin = functools.lru_cache(maxsize=4096)(_read_origin)
-        self._usage_lock = threading.Lock()
 
     def cached(self, artifact: Artifact) -> CachedArtifact | None:
         """The artifact if it is in the cache; never unpacks, never reads the index."""
@@ -144,16 +142,16 @@ class ArtifactCache:
         found = self.cached(artifact)
         if found is not None:
             return found
-        with self._exclusive(artifact):
+        with self._flock(artifact.key.replace("/", "-")):
             found = self.cached(artifact)  # another request unpacked it meanwhile
             if found is not None:
                 return found
             return self._produce(artifact)
 
     @contextlib.contextmanager
-    def _exclusive(self, artifact: Artifact) -> Iterator[None]:
-        lock_file = self._locks / artifact.key.replace("/", "-")
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    def _flock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between threads and processes (not gevent-specific)."""
+        fd = os.open(self._locks / name, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -220,7 +218,7 @@ class ArtifactCache:
         return CachedArtifact(path, size, member, archive)
 
     def _account(self, added: int, keep: Path) -> None:
-        with self._usage_lock:
+        with self._flock("usage"):
             if self._used_bytes is None:
                 self._used_bytes = sum(size for _, size, _ in self._entries())
             else:
