@@ -110,7 +110,9 @@ class SendfileHandler(WSGIHandler):
             FAST_PATH
         )
         self._fast = None
-        if fast_path is not None:
+        # Only bodiless requests: a body left unread would be taken for the next request.
+        has_body = bool(self.content_length) or "transfer-encoding" in self.headers
+        if fast_path is not None and not has_body:
             found = fast_path(self.command, self.path, self.headers)
             if found is not None:
                 try:

@@ -180,7 +180,8 @@ class RepositoryIndex:
                 " FROM build_id b JOIN package owner ON owner.id = b.package_id"
                 " JOIN package s ON s.sourcerpm = owner.sourcerpm AND s.arch = owner.arch"
                 " JOIN source_file f ON f.package_id = s.id"
-                " WHERE b.build_id = ? AND f.path = ? ORDER BY b.kind = 'binary', s.id LIMIT 1",
+                " WHERE b.build_id = ? AND f.path = ? AND owner.sourcerpm != ''"
+                " ORDER BY b.kind = 'binary', s.id LIMIT 1",
                 (build_id.lower(), path),
             ).fetchone()
         return PackageFile(Package(*row[:5]), Path(row[5])) if row else None

@@ -12,6 +12,7 @@ import http.client
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -377,3 +378,21 @@ def test_request_headers_are_read_like_pywsgi_reads_them(
     assert message.status == status
     if fields is not None:
         assert message.items() == fields
+
+
+def test_a_request_body_is_not_taken_for_the_next_request(
+    testos: Testos, served_testos: Served
+) -> None:
+    build_id = build_id_of(testos, "crasher-1.0-1")
+    path = f"/buildid/{build_id}/debuginfo"
+    assert request(served_testos.url, "GET", path).status == 200  # now hot
+    host, port = served_testos.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".encode()
+            + f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 2, received[:300]
