@@ -13,6 +13,12 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+from retracer.builder.debuginfod import (
+    FetchedDebuginfo,
+    debuginfo_sources,
+    debuginfod_cache_mount,
+    fetch_missing_debuginfo,
+)
 from retracer.builder.early import EarlyRun
 from retracer.builder.environment import CacheUsage, Environments, cache_usage
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
@@ -94,12 +100,18 @@ class Analyzer:
                 run.log(f"{len(modules)} modules with build-ids mapped")
                 with run.step("resolving packages"):
                     crashed, resolved = self._resolve(problem, modules)
-                for line in _missing_lines(resolved):
+                fetched = fetch_missing_debuginfo(
+                    self.settings, self._debuginfod_cache, resolved, run
+                )
+                for line in _missing_lines(resolved, fetched):
                     run.log(line)
                 package_set = PackageSet(
                     problem.release.release, tuple(_packages(crashed, resolved))
                 )
                 run.stage(Stage.PREPARING)
+                if early is not None and any(f.fresh for f in fetched.values()):
+                    early.discard()  # it started before this debuginfo was there
+                    early = None
                 if early is not None and early.spec.image != environments.image_name(package_set):
                     early.discard()  # before an install needs the machine
                     run.log("this crash needs another environment; the early gdb run was stopped")
@@ -128,8 +140,9 @@ class Analyzer:
             "missing_debuginfo": [
                 {"path": r.module.path, "build_id": r.module.build_id}
                 for r in resolved
-                if r.debuginfo is None
+                if r.debuginfo is None and r.module.build_id not in fetched
             ],
+            "debuginfo_sources": debuginfo_sources(resolved, fetched),
             "packages": [p.nevra for p in package_set.packages],
             "environment_cached": environment.cached,
         }
@@ -164,6 +177,10 @@ class Analyzer:
         with EarlyRun(sandbox, self._gdb_spec(image, core, problem)) as early:
             run.log(f"gdb started early in {image}, which the last crash of this program needed")
             yield early
+
+    @property
+    def _debuginfod_cache(self) -> Path:
+        return self.state_dir / "debuginfod"
 
     @property
     def _timeout(self) -> float:
@@ -227,12 +244,17 @@ class Analyzer:
 
     def _gdb_spec(self, image: str, core: Path, problem: Problem) -> RunSpec:
         driver = self._gdb_driver()
+        cache = debuginfod_cache_mount(self.settings, self._debuginfod_cache)
         return RunSpec(
             image=image,
-            command=["gdb", "-nx", "-batch", "-x", DRIVER_IN_SANDBOX],
+            command=["gdb", "-nx", "-batch", *cache.gdb_options, "-x", DRIVER_IN_SANDBOX],
             step="gdb",
             timeout=self._timeout,
-            mounts=[BindMount(core, CORE_IN_SANDBOX), BindMount(driver, DRIVER_IN_SANDBOX)],
+            mounts=[
+                BindMount(core, CORE_IN_SANDBOX),
+                BindMount(driver, DRIVER_IN_SANDBOX),
+                *cache.mounts,
+            ],
             environment={
                 "RETRACER_CORE": CORE_IN_SANDBOX,
                 "RETRACER_EXECUTABLE": problem.executable,
@@ -274,12 +296,14 @@ def _packages(crashed: Package, resolved: Sequence[ResolvedModule]) -> list[Pack
     return sorted(packages)
 
 
-def _missing_lines(resolved: Sequence[ResolvedModule]) -> Iterator[str]:
+def _missing_lines(
+    resolved: Sequence[ResolvedModule], fetched: dict[str, FetchedDebuginfo]
+) -> Iterator[str]:
     for r in resolved:
         module = f"{r.module.path} (build-id {r.module.build_id})"
         if r.binary is None:
             yield f"no package in the repository ships module {module}"
-        elif r.debuginfo is None:
+        elif r.debuginfo is None and r.module.build_id not in fetched:
             yield f"no debuginfo for module {module}"
 
 

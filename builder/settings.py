@@ -27,3 +27,9 @@ class BuilderSettings:
     limits: SandboxLimits = SandboxLimits()
     # Least recently used environments are evicted above this total size.
     image_cache_max_mib: int = 20480
+    # debuginfod servers asked, in order, for the debuginfo of modules the local
+    # repository has none for (empty: none are asked). The worker host fetches; gdb
+    # stays offline. Each request has this deadline and size cap.
+    debuginfod_urls: tuple[str, ...] = ()
+    debuginfod_timeout_seconds: float = 30.0
+    debuginfod_max_file_mib: int = 2048

@@ -11,6 +11,7 @@ from flask import Flask
 
 from retracer.server import api, errors, metrics, web
 from retracer.server.config import Config
+from retracer.server.debuginfod import views as debuginfod
 from retracer.server.jobs import JobQueue
 from retracer.server.offload import in_threadpool, pump_into_thread
 from retracer.server.packages import PackageCatalog
@@ -35,4 +36,5 @@ def create_app(config: Config) -> Flask:
     errors.init_app(app)
     web.init_app(app, config)
     app.register_blueprint(api.bp)
+    debuginfod.init_app(app, config, app.extensions["retracer.metrics"].registry)
     return app

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 the operation failed (its reason is printed);
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -16,12 +17,8 @@ from typing import Any
 import click
 import yaml
 
-from retracer.builder.cli import retrace_command
 from retracer.server.config import CONFIG_ENV, Config, load_config
 from retracer.server.errors import ConfigError, ServerError
-from retracer.server.spool import Spool
-from retracer.server.submit import RetraceClient, SubmitError, archive_for
-from retracer.sync.cli import sync_command
 
 
 class ConfigSource:
@@ -41,6 +38,8 @@ class ConfigSource:
 
     def unpack(self, archive: Path, scratch: Path) -> Path:
         """Unpack an ABRT archive with the checks uploads get; returns the problem dir."""
+        from retracer.server.spool import Spool
+
         spool = Spool(scratch, self.load().server)
         problem = scratch / "problem"
         try:
@@ -54,7 +53,31 @@ class ConfigSource:
 pass_config_source = click.make_pass_decorator(ConfigSource)
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (or --help lists it).
+
+    The analyzer and the mirror pull in podman, dnf and rich; a command that needs
+    none of them (``debuginfod``, a long-running server) then starts faster and
+    stays smaller.
+    """
+
+    LAZY = {
+        "retrace": "retracer.builder.cli:retrace_command",
+        "sync": "retracer.sync.cli:sync_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY:
+            module, attribute = self.LAZY[name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup)
 @click.option(
     "--config",
     "config_path",
@@ -94,6 +117,26 @@ def serve(source: ConfigSource, no_worker: bool) -> None:
 
 
 @main.command()
+@click.option("--host", help="Address to listen on (default: debuginfod.host).")
+@click.option("--port", type=int, help="Port to listen on (default: debuginfod.port).")
+@pass_config_source
+def debuginfod(source: ConfigSource, host: str | None, port: int | None) -> None:
+    """Serve only the debuginfod protocol from the releases' repositories."""
+    from gevent import monkey
+
+    monkey.patch_all(ssl=False)
+    from retracer.server.debuginfod.serve import serve_debuginfod
+
+    config = source.load()
+    _log_to_stderr()
+    serve_debuginfod(
+        config,
+        config.debuginfod.host if host is None else host,
+        config.debuginfod.port if port is None else port,
+    )
+
+
+@main.command()
 @pass_config_source
 def worker(source: ConfigSource) -> None:
     """Consume the task queue: retrace tasks with `server.workers` processes until SIGINT."""
@@ -112,6 +155,8 @@ def worker(source: ConfigSource) -> None:
 def submit(path: Path, server_url: str, wait: bool, timeout: float) -> None:
     """Upload a problem directory (or an ABRT archive) to a retrace server."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from retracer.server.submit import RetraceClient, SubmitError, archive_for
 
     client = RetraceClient(server_url.rstrip("/"))
     try:
@@ -156,10 +201,6 @@ def fail(reason: str, code: int = 1) -> None:
     """Print one sentence to stderr and leave with ``code``."""
     click.echo(f"retracer: {reason}", err=True)
     sys.exit(code)
-
-
-main.add_command(retrace_command)
-main.add_command(sync_command)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from retracer.builder.settings import BuilderSettings
+from retracer.server.debuginfod.settings import DebuginfodSettings
 from retracer.server.errors import ConfigError
 from retracer.sync.errors import UnknownRelease
 from retracer.sync.settings import ReleaseSettings, SyncSettings
@@ -73,6 +74,7 @@ class Config:
     queue: QueueSettings = QueueSettings()
     builder: BuilderSettings = BuilderSettings()
     sync: SyncSettings = SyncSettings()
+    debuginfod: DebuginfodSettings = DebuginfodSettings()
     releases: tuple[ReleaseSettings, ...] = ()
     # Where this configuration was read from, for messages; not a key in the file.
     source: str = field(default="<defaults>", metadata={"internal": True})

@@ -17,6 +17,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from retracer.server.app import create_app
 from retracer.server.config import Config
+from retracer.server.sendfile import SendfileHandler
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     server = WSGIServer(
         (config.server.host, config.server.port),
         app,
+        handler_class=SendfileHandler,
         log=LoggingLogAdapter(logging.getLogger("retracer.access"), logging.DEBUG),
         error_log=LoggingLogAdapter(logging.getLogger("retracer.http"), logging.ERROR),
     )

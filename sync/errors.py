@@ -10,6 +10,7 @@ Exception tree::
     ├── MirrorFailed           every mirror of an upstream failed
     ├── KeyUnavailable         a configured signing key cannot be read
     ├── PublishFailed          the local repository's new metadata cannot be written
+    ├── PayloadUnreadable      a package file's header or payload cannot be read
     └── PackageRefused         one upstream package was not taken into the local repository
         ├── DownloadFailed     no mirror delivered the file
         ├── ChecksumMismatch   the file differs from what the upstream metadata promises
@@ -107,3 +108,11 @@ class PublishFailed(SyncError):
     def __init__(self, path: str, why: str) -> None:
         self.path = path
         super().__init__(f"The metadata of {path} cannot be published: {why}.")
+
+
+class PayloadUnreadable(SyncError):
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(
+            f"The package file {path} cannot be read ({why}); check it, or sync it again."
+        )

@@ -2,7 +2,9 @@
 
 The index is a small SQLite file beside the other state, built from each
 repository's ``filelists`` metadata (every package's NEVRA and files) with
-createrepo_c's streaming parser, then answered with indexed queries. A changed
+createrepo_c's streaming parser, then answered with indexed queries. ``primary``
+adds where each package file lies and its source RPM, and the files under
+``/usr/src/debug`` are kept, so debuginfod can find a build-id's sources. A changed
 ``repomd.xml`` (a sync published new metadata) makes the next lookup rebuild it.
 
 Why not ask dnf: a libsolv file search over a 100,000-package repository took
@@ -23,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import createrepo_c
 
@@ -38,13 +41,17 @@ log = logging.getLogger(__name__)
 _BINARY_LINK = re.compile(r"^/usr/lib/\.build-id/([0-9a-f]{2})/([0-9a-f]{6,126})$")
 _DEBUG_LINK = re.compile(r"^/usr/lib/debug/\.build-id/([0-9a-f]{2})/([0-9a-f]{6,126})\.debug$")
 _LINK_FOLDERS = ("/usr/lib/.build-id/", "/usr/lib/debug/.build-id/")
+_SOURCE_FOLDER = "/usr/src/debug/"
+# Part of the index file's name: a new schema never reads an index of an old one.
+_SCHEMA_VERSION = "2"
 _NVR = re.compile(r"^(?P<name>.+)-(?:(?P<epoch>\d+):)?(?P<version>[^-:]+)-(?P<release>[^-:]+)$")
 
 _SCHEMA = """
 CREATE TABLE package (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL, epoch INTEGER NOT NULL, version TEXT NOT NULL,
-    release TEXT NOT NULL, arch TEXT NOT NULL
+    release TEXT NOT NULL, arch TEXT NOT NULL,
+    location TEXT NOT NULL, sourcerpm TEXT NOT NULL
 );
 CREATE INDEX package_nvr ON package (name, version, release);
 CREATE TABLE build_id (
@@ -53,7 +60,14 @@ CREATE TABLE build_id (
     package_id INTEGER NOT NULL REFERENCES package (id)
 );
 CREATE INDEX build_id_lookup ON build_id (build_id, kind);
+CREATE TABLE source_file (
+    path TEXT NOT NULL,
+    package_id INTEGER NOT NULL REFERENCES package (id)
+);
+CREATE INDEX source_file_lookup ON source_file (path);
 """
+
+BuildIdKind = Literal["binary", "debuginfo"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,21 @@ class BuildIdMatch:
     build_id: str
     binary: Package | None
     debuginfo: Package | None
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """One package and the RPM file in a local repository that holds it."""
+
+    package: Package
+    path: Path
+
+
+def build_id_link(build_id: str, kind: BuildIdKind) -> str:
+    """The symlink Fedora's packaging ships for a build-id (``/usr/lib/.build-id/xx/...``)."""
+    if kind == "binary":
+        return f"/usr/lib/.build-id/{build_id[:2]}/{build_id[2:]}"
+    return f"/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"
 
 
 class RepositoryIndex:
@@ -126,6 +155,43 @@ class RepositoryIndex:
             for b in wanted
         }
 
+    def locate(self, build_id: str, kind: BuildIdKind) -> PackageFile | None:
+        """The package file shipping this build-id's binary or debuginfo link, if any.
+
+        Raises:
+            RepositoryUnavailable: the repository metadata cannot be read.
+        """
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT p.name, p.epoch, p.version, p.release, p.arch, p.location"
+                " FROM build_id b JOIN package p ON p.id = b.package_id"
+                " WHERE b.build_id = ? AND b.kind = ? ORDER BY p.id LIMIT 1",
+                (build_id.lower(), kind),
+            ).fetchone()
+        return PackageFile(Package(*row[:5]), Path(row[5])) if row else None
+
+    def locate_source(self, build_id: str, path: str) -> PackageFile | None:
+        """The package holding source file ``path`` (exactly) of this build-id, if any.
+
+        Only packages built from the same source RPM, for the same architecture, as
+        the build-id's debuginfo (or binary) package count: its -debuginfo or
+        -debugsource package.
+
+        Raises:
+            RepositoryUnavailable: the repository metadata cannot be read.
+        """
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT s.name, s.epoch, s.version, s.release, s.arch, s.location"
+                " FROM build_id b JOIN package owner ON owner.id = b.package_id"
+                " JOIN package s ON s.sourcerpm = owner.sourcerpm AND s.arch = owner.arch"
+                " JOIN source_file f ON f.package_id = s.id"
+                " WHERE b.build_id = ? AND f.path = ? AND owner.sourcerpm != ''"
+                " ORDER BY b.kind = 'binary', s.id LIMIT 1",
+                (build_id.lower(), path),
+            ).fetchone()
+        return PackageFile(Package(*row[:5]), Path(row[5])) if row else None
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         path = self._current_index()
@@ -133,32 +199,38 @@ class RepositoryIndex:
             yield db
 
     def _current_index(self) -> Path:
-        filelists = [_filelists(repository) for repository in self.release.repositories]
+        metadata = [_metadata(repository) for repository in self.release.repositories]
         # The metadata files are named by content, so their checksums name the revision.
-        digest = hashlib.sha256(self.release.id.encode())
-        for file in filelists:
-            digest.update(file.checksum.encode())
+        digest = hashlib.sha256(f"{self.release.id}\n{_SCHEMA_VERSION}".encode())
+        for files in metadata:
+            digest.update(files.filelists.checksum.encode())
         path = self.index_dir / f"{self.release.id}-{digest.hexdigest()[:24]}.sqlite"
         if path.exists():
             return path
         with self._lock:
             if not path.exists():
-                self._build(path, filelists)
+                self._build(path, metadata)
                 self._prune(keep=path)
         return path
 
-    def _build(self, path: Path, filelists: list[MetadataFile]) -> None:
+    def _build(self, path: Path, metadata: list[_RepositoryMetadata]) -> None:
         log.info("indexing the repositories of %s", self.release.id)
         self.index_dir.mkdir(parents=True, exist_ok=True)
         fd, scratch = tempfile.mkstemp(suffix=".sqlite.tmp", dir=self.index_dir)
         os.close(fd)
         try:
             with closing(sqlite3.connect(scratch)) as db:
+                # A scratch file: no journal and no fsync per statement (executescript
+                # commits each one, which took seconds on a busy disk); one fsync below.
+                db.execute("PRAGMA journal_mode = OFF")
+                db.execute("PRAGMA synchronous = OFF")
                 db.executescript(_SCHEMA)
                 writer = _IndexWriter(db)
-                for file in filelists:
-                    writer.add(file)
+                for files in metadata:
+                    writer.add(files)
                 db.commit()
+            with open(scratch, "rb") as file:
+                os.fsync(file.fileno())
             # Another process may build the same revision at the same time; both
             # results are identical, and rename makes whichever lands last whole.
             os.replace(scratch, path)
@@ -177,19 +249,39 @@ class _IndexWriter:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._ids: dict[tuple[str, int, str, str, str], int] = {}
+        # Per repository: pkgId -> (absolute location, source RPM), from primary.
+        self._origins: dict[str, tuple[str, str]] = {}
+        self._repository = Path()
 
-    def add(self, filelists: MetadataFile) -> None:
+    def add(self, metadata: _RepositoryMetadata) -> None:
+        self._repository = metadata.repository
+        self._origins = {}
         try:
-            createrepo_c.xml_parse_filelists(str(filelists.path), None, self._package, None)
+            createrepo_c.xml_parse_primary(
+                str(metadata.primary.path), pkgcb=self._origin, do_files=False
+            )
+            createrepo_c.xml_parse_filelists(
+                str(metadata.filelists.path), None, self._package, None
+            )
         except (createrepo_c.CreaterepoCError, OSError) as error:
             raise RepositoryUnavailable(
-                str(filelists.path.parent.parent), f"its file lists cannot be read ({error})"
+                str(metadata.repository), f"its metadata cannot be read ({error})"
             ) from error
+
+    def _origin(self, pkg: createrepo_c.Package) -> None:
+        self._origins[pkg.pkgId] = (
+            os.path.join(self._repository, pkg.location_href),
+            pkg.rpm_sourcerpm or "",
+        )
 
     def _package(self, pkg: createrepo_c.Package) -> bool:
         package_id = self._package_id(pkg)
         rows = []
+        sources = []
         for _kind, folder, name in pkg.files:
+            if folder.startswith(_SOURCE_FOLDER):
+                sources.append((folder + name, package_id))
+                continue
             if not folder.startswith(_LINK_FOLDERS):
                 continue
             path = folder + name
@@ -199,21 +291,32 @@ class _IndexWriter:
                 rows.append((found[1] + found[2], "debuginfo", package_id))
         if rows:
             self._db.executemany("INSERT INTO build_id VALUES (?, ?, ?)", rows)
+        if sources:
+            self._db.executemany("INSERT INTO source_file VALUES (?, ?)", sources)
         return True  # go on parsing
 
     def _package_id(self, pkg: createrepo_c.Package) -> int:
         nevra = (pkg.name, int(pkg.epoch or 0), pkg.version, pkg.release, pkg.arch)
         if nevra not in self._ids:
+            location, sourcerpm = self._origins.get(pkg.pkgId, ("", ""))
             cursor = self._db.execute(
-                "INSERT INTO package (name, epoch, version, release, arch) VALUES (?, ?, ?, ?, ?)",
-                nevra,
+                "INSERT INTO package (name, epoch, version, release, arch, location, sourcerpm)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*nevra, location, sourcerpm),
             )
             self._ids[nevra] = int(cursor.lastrowid or 0)
         return self._ids[nevra]
 
 
-def _filelists(repository: Path) -> MetadataFile:
-    """The repository's current filelists metadata.
+@dataclass(frozen=True)
+class _RepositoryMetadata:
+    repository: Path
+    primary: MetadataFile
+    filelists: MetadataFile
+
+
+def _metadata(repository: Path) -> _RepositoryMetadata:
+    """The repository's current primary and filelists metadata.
 
     Raises:
         RepositoryUnavailable: it has no readable repomd.xml, or no file lists.
@@ -227,6 +330,6 @@ def _filelists(repository: Path) -> MetadataFile:
         raise RepositoryUnavailable(
             str(repository), f"its {REPOMD} is unreadable ({why})"
         ) from error
-    if "filelists" not in files:
+    if "filelists" not in files or "primary" not in files:
         raise RepositoryUnavailable(str(repository), "its metadata has no file lists")
-    return files["filelists"]
+    return _RepositoryMetadata(repository, files["primary"], files["filelists"])

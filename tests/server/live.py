@@ -23,6 +23,7 @@ from gevent.pywsgi import WSGIServer
 
 from retracer.server.app import create_app
 from retracer.server.config import Config
+from retracer.server.sendfile import SendfileHandler
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class ThreadServer:
 
     def _run(self) -> None:
         self._hub = gevent.get_hub()
-        self._server = WSGIServer(("127.0.0.1", 0), self.app, log=None)
+        self._server = WSGIServer(
+            ("127.0.0.1", 0), self.app, log=None, handler_class=SendfileHandler
+        )
         self._server.start()
         self._ready.set()
         self._server.serve_forever()
