@@ -13,10 +13,11 @@ import subprocess
 import sys
 
 import gevent
-from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+from gevent.pywsgi import LoggingLogAdapter
 
 from retracer.server.app import create_app
 from retracer.server.config import Config
+from retracer.server.connections import make_server
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,9 @@ WORKER_STOP_SECONDS = 30.0
 def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     """Serve until SIGINT or SIGTERM; then stop the worker child gracefully."""
     app = create_app(config)
-    server = WSGIServer(
-        (config.server.host, config.server.port),
+    server = make_server(
         app,
+        config.server,
         log=LoggingLogAdapter(logging.getLogger("retracer.access"), logging.DEBUG),
         error_log=LoggingLogAdapter(logging.getLogger("retracer.http"), logging.ERROR),
     )
