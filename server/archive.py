@@ -200,6 +200,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
     @classmethod
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
         info = super().frombuf(buf, encoding, errors)
+        if info.size < 0:  # GNU base-256 numbers can be negative; tarfile would seek back
+            raise UnpackFailed(f"the header of {info.name!r} declares a negative size")
         if info.type in _EXTENDED_TYPES and info.size > _MAX_EXTENDED_HEADER:
             raise ArchiveRejected(info.name, "has an extended header larger than 64 KiB")
         return info

@@ -18,6 +18,7 @@ from gevent.pywsgi import LoggingLogAdapter
 from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.connections import make_server
+from retracer.server.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ WORKER_STOP_SECONDS = 30.0
 def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     """Serve until SIGINT or SIGTERM; then stop the worker child gracefully."""
     app = create_app(config)
+    # Only this process writes to incoming, and no upload is in flight yet: whatever
+    # is there was cut off by a crash of the previous run.
+    swept = Spool.in_data_dir(config.data_dir, config.server).sweep_incoming(0)
+    if swept:
+        log.info("removed %d upload(s) cut off by the previous run", swept)
     server = make_server(
         app,
         config.server,

@@ -10,7 +10,6 @@ import tarfile
 from dataclasses import dataclass
 
 
-
 def elf_core(machine: int = 62, elf_class: int = 2, size: int = 4096, **fields: int) -> bytes:
     """The head of an ELF core: a header and one PT_NOTE segment, padded to ``size``.
 

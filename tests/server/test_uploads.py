@@ -218,7 +218,8 @@ def test_real_compression_is_sniffed_whatever_the_label(
 
 
 def test_optional_members_are_accepted(served: Served) -> None:
-    files = {**PROBLEM, "rootdir": b"/var/lib/mock", "os_release_in_rootdir": b"TestOS release 1 (Demo)",
+    files = {**PROBLEM, "rootdir": b"/var/lib/mock",
+             "os_release_in_rootdir": b"TestOS release 1 (Demo)",
              "packages": b"crasher-1.0-1.x86_64\n"}  # fmt: skip
     assert upload(served.url, abrt_archive(files)).status_code == 201
 

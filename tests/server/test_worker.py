@@ -28,12 +28,12 @@ from tests.server.conftest import settings_mapping, upload
 from tests.server.live import ServeProcess
 
 
-
 def no_podman(tmp_path: Path) -> str:
     return (
         f"The podman service at unix://{tmp_path}/no-podman.sock cannot be reached:"
         " No such file or directory."
     )
+
 
 ServeFactory = Callable[[dict[str, Any]], ServeProcess]
 
