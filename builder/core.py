@@ -63,6 +63,8 @@ def _read(file: BinaryIO, size: int) -> CoreHeader:
         raise CoreRejected("it is empty")
     if head[:4] != _ELF_MAGIC:
         raise CoreRejected("it is not an ELF file")
+    if len(head) < 20:
+        raise CoreRejected("it is truncated inside the ELF header")
     elf_class, data = head[4], head[5]
     if elf_class not in _HEADER_SIZE or data not in (1, 2):
         raise CoreRejected("its ELF header is malformed")
