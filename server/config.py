@@ -68,6 +68,9 @@ class ServerSettings:
     # Per client address: /create requests allowed in the window; more get 429.
     creates_per_client: int = 30
     create_window_seconds: float = 60.0
+    # Per client address: uploads in progress at once (a slow one holds an upload
+    # thread while its body trickles in); more get 429.
+    uploads_per_client: int = 2
     # Per client address: after this many wrong passwords (or unknown task ids) in the
     # window, that address gets 429 for every task; other clients, the owner
     # included, are not affected.

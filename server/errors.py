@@ -8,6 +8,7 @@ Exception tree::
     ├── ServerBusy               503: as many tasks are running, queued or uploading as allowed
     ├── UploadSlotsBusy          503: every upload slot stayed busy while this upload waited
     ├── TooManyCreates           429: this client address created too many tasks recently
+    ├── TooManyUploads           429: this client address has too many uploads in progress
     ├── MethodNotAllowed         405: the path exists but not for this method
     ├── UnsupportedMediaType     415: the Content-Type is not a supported archive type
     ├── LengthRequired           411: /create needs a Content-Length
@@ -83,6 +84,15 @@ class TooManyCreates(ServerError):
         super().__init__(
             f"This address created {allowed} tasks in the last {window:g} s, the most allowed;"
             f" try again in {retry_after:.0f} s."
+        )
+
+
+class TooManyUploads(ServerError):
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        super().__init__(
+            f"This address already has {allowed} uploads in progress, the most allowed;"
+            " wait for one to finish."
         )
 
 
@@ -222,6 +232,7 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ServerBusy, 503),
     (UploadSlotsBusy, 503),
     (TooManyCreates, 429),
+    (TooManyUploads, 429),
     (MethodNotAllowed, 405),
     (UnsupportedMediaType, 415),
     (LengthRequired, 411),

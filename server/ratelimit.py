@@ -1,5 +1,6 @@
 """Per-client limits: how many events (task creations, wrong passwords) one client
-address may cause in a sliding time window.
+address may cause in a sliding time window, and how many uploads it may have in
+progress at once.
 
 State lives in the HTTP process's memory (one :class:`SlidingWindow` per limit, held
 by the service); a restart forgets it, which costs an attacker nothing it could not
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class SlidingWindow:
@@ -67,3 +69,24 @@ class SlidingWindow:
             del self._events[key]
         while len(self._events) >= self._max_keys:
             self._events.popitem(last=False)
+
+
+class ConcurrencyLimit:
+    """At most ``allowed`` operations in progress per key (uploads per client address)."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self._running: dict[str, int] = {}
+
+    def full(self, key: str) -> bool:
+        return self._running.get(key, 0) >= self.allowed
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        self._running[key] = self._running.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._running[key] -= 1
+            if not self._running[key]:
+                del self._running[key]

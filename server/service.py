@@ -27,12 +27,13 @@ from retracer.server.errors import (
     ServerBusy,
     ServerError,
     TooManyCreates,
+    TooManyUploads,
     status_of,
 )
 from retracer.server.jobs import JobQueue
 from retracer.server.metrics import Metrics
 from retracer.server.packages import PackageCatalog
-from retracer.server.ratelimit import SlidingWindow
+from retracer.server.ratelimit import ConcurrencyLimit, SlidingWindow
 from retracer.server.spool import SUPPORTED_FORMATS, Spool, Upload
 from retracer.server.tasks import Task, TaskState, TaskStore
 from retracer.sync.errors import SyncError
@@ -103,6 +104,7 @@ class RetraceService:
         self._creates = SlidingWindow(
             config.server.creates_per_client, config.server.create_window_seconds
         )
+        self._uploading = ConcurrencyLimit(config.server.uploads_per_client)
 
     def capacity(self) -> Capacity:
         """The queue counts uploads in flight too: each may become a task any moment."""
@@ -133,12 +135,15 @@ class RetraceService:
                 creates = self._creates
                 raise TooManyCreates(creates.allowed, creates.window, max(1.0, retry_after))
             self._creates.record(client)
+            if self._uploading.full(client):
+                raise TooManyUploads(self._uploading.allowed)
             capacity = self.capacity()
             if capacity.running_tasks >= capacity.max_running_tasks:
                 raise ServerBusy(capacity.running_tasks, capacity.max_running_tasks)
             if method != "POST":
                 raise MethodNotAllowed(method, ("POST",))
-            received = self._spool.receive(upload, self._check_crash)
+            with self._uploading.hold(client):
+                received = self._spool.receive(upload, self._check_crash)
         except ServerError as error:
             self._metrics.refused(status_of(error))
             raise

@@ -8,6 +8,8 @@ sockets to the real server.
 from __future__ import annotations
 
 import http.client
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +18,7 @@ import pytest
 from retracer.server.clients import client_address, trusted_networks
 from retracer.server.config import Config
 from retracer.server.ratelimit import SlidingWindow
-from tests.server.archives import abrt_archive
+from tests.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar
 from tests.server.conftest import XZ_TAR
 from tests.server.live import Served
 
@@ -99,6 +101,35 @@ def test_create_is_limited_per_client_address(limited: Served) -> None:
     )
     assert refused.headers["Retry-After"] == "60"
     assert create(limited.url, OWNER).status == 201
+
+
+def test_uploads_in_progress_are_limited_per_client_address(
+    serve: Callable[[Config], Served], server_config: Callable[..., Config]
+) -> None:
+    served = serve(server_config(uploads_per_client=1))
+    body = tar(regular({**PROBLEM, "coredump": elf_core(size=1 << 20)}))
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), 10, (STRANGER, 0)) as slow:
+        slow.sendall(
+            f"POST /create HTTP/1.1\r\nHost: x\r\nContent-Type: {XZ_TAR}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:4096]
+        )
+        incoming = server_config().data_dir / "spool" / "incoming"
+        deadline = time.monotonic() + 10
+        while not any(incoming.iterdir()):  # the slow upload is being unpacked
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        refused = create(served.url, STRANGER)
+        assert (refused.status, refused.text) == (
+            429,
+            "This address already has 1 uploads in progress, the most allowed;"
+            " wait for one to finish.\n",
+        )
+        assert create(served.url, OWNER).status == 201
+        slow.sendall(body[4096:])
+        assert slow.recv(4096).startswith(b"HTTP/1.1 201 ")
+    assert create(served.url, STRANGER).status == 201
 
 
 def test_forwarded_for_counts_only_from_a_trusted_proxy(limited: Served) -> None:
