@@ -94,9 +94,15 @@ def garbled_size_field() -> bytes:
     return bytes(header) + _padded(b"core") + bytes(2 * BLOCK)
 
 
-def huge_xz_dictionary() -> bytes:
-    """An xz stream whose block header declares a 4 GiB dictionary (LZMA2 property 40)."""
-    data = bytearray(lzma.compress(tar(regular()), preset=2))
+def huge_xz_dictionary(zeros_mib: int = 0) -> bytes:
+    """An xz stream whose block header declares a 4 GiB dictionary (LZMA2 property 40).
+
+    A decoder without a memory limit keeps up to 4 GiB of output in that dictionary:
+    with ``zeros_mib`` MiB of zeros in the core, it touches that much memory for an
+    upload of a few KiB per 64 MiB.
+    """
+    members = regular({**PROBLEM, "coredump": elf_core(size=max(4096, zeros_mib << 20))})
+    data = bytearray(lzma.compress(tar(members), preset=2))
     # Stream header (12 bytes), then the block header: size, flags, filter id 0x21,
     # property size 1, the property byte, padding, CRC32.
     size = (data[12] + 1) * 4
