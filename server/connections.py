@@ -44,11 +44,23 @@ class GuardedHandler(WSGIHandler):
         self.socket.settimeout(self.body_timeout)
         super().handle()
 
+    def handle_one_request(self) -> Any:
+        try:
+            return super().handle_one_request()
+        finally:
+            # Paths that never reach read_request (a closed connection, a request line
+            # too long) must not leave the deadline armed.
+            deadline = self.__dict__.pop("_deadline", None)
+            if deadline is not None:
+                deadline.cancel()
+
     def read_requestline(self) -> str:
         self._deadline = _HeadersTooSlow.start_new(self.header_timeout)
         try:
             line: str = super().read_requestline()
-        except _HeadersTooSlow:
+        except _HeadersTooSlow as timeout:
+            if timeout is not self._deadline:
+                raise
             return ""  # nothing usable arrived: close the connection quietly
         except BaseException:
             self._deadline.cancel()
@@ -59,6 +71,8 @@ class GuardedHandler(WSGIHandler):
         try:
             return super().read_request(raw_requestline)
         except _HeadersTooSlow as timeout:
+            if timeout is not self._deadline:
+                raise
             raise HeadersTimedOut("the request headers did not arrive in time") from timeout
         finally:
             self._deadline.cancel()

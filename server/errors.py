@@ -285,7 +285,7 @@ def _reply(error: Exception) -> Response:
         headers["Allow"] = ", ".join(error.allowed)
     if isinstance(error, TooManyAttempts | TooManyCreates):
         headers["Retry-After"] = f"{max(1, round(error.retry_after))}"
-    if isinstance(error, UploadStalled):
+    if isinstance(error, UploadStalled | UploadSlotsBusy):
         headers["Connection"] = "close"  # the rest of the body will not be read
     return Response(f"{reason}\n", status=status, headers=headers, mimetype="text/plain")
 

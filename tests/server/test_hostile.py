@@ -148,6 +148,25 @@ def test_idle_uploads_cost_no_thread_and_are_dropped_at_the_timeout(
     assert spool_entries(tmp_path, "incoming") == set()
 
 
+def test_headers_dribbled_byte_by_byte_are_cut_at_the_deadline(
+    serve_process: ServeFactory, tmp_path: Path
+) -> None:
+    """Each byte comes well within the socket timeout; the headers' deadline still ends it."""
+    data = settings_mapping(tmp_path, header_timeout_seconds=2, body_timeout_seconds=30)
+    url = serve_process(data).start("--no-worker")
+    with socket.create_connection(address(url), timeout=0.25) as connection:
+        connection.sendall(b"POST /create HTTP/1.1\r\n")
+        reply = b""
+        for byte in b"X-Padding: " + b"a" * 60:  # 15 s at this pace
+            connection.sendall(bytes([byte]))
+            try:
+                reply = connection.recv(4096)
+                break
+            except TimeoutError:
+                continue
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
+
+
 def test_kill_9_mid_upload_and_right_after_a_201_loses_nothing(
     serve_process: ServeFactory, tmp_path: Path
 ) -> None:
