@@ -8,6 +8,7 @@ never retraces and a compose file can run the two as separate services instead.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ WORKER_STOP_SECONDS = 30.0
 
 def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     """Serve until SIGINT or SIGTERM; then stop the worker child gracefully."""
+    _allow_enough_files(config.server.max_connections)
     app = create_app(config)
     # Only this process writes to incoming, and no upload is in flight yet: whatever
     # is there was cut off by a crash of the previous run.
@@ -51,6 +53,22 @@ def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     finally:
         if worker is not None:
             stop_worker(worker)
+
+
+def _allow_enough_files(connections: int) -> None:
+    """Raise the soft limit on open files to fit every connection (a socket each) plus
+    the uploads' pipes and files; systemd gives services a soft limit of 1024."""
+    needed = connections + 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning(
+                "only %d open files are allowed; lower server.max_connections (%d) to fit",
+                target,
+                connections,
+            )
 
 
 def start_worker(config: Config) -> subprocess.Popen[bytes]:
