@@ -36,7 +36,7 @@ from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
 from retracer.server.config import ServerSettings
-from retracer.server.errors import UploadIncomplete, UploadSlotsBusy, UploadStalled
+from retracer.server.errors import ServerError, UploadIncomplete, UploadSlotsBusy, UploadStalled
 
 T = TypeVar("T")
 
@@ -98,13 +98,13 @@ class UploadPump:
         # Unbuffered: the consumer may splice(2) from the descriptor itself.
         reader = io.FileIO(read_fd, "rb")
 
-        def run() -> tuple[T | None, Exception | None]:
-            # An error comes back as a value and is raised here in the greenlet: the
+        def run() -> tuple[T | None, ServerError | OSError | None]:
+            # A refusal comes back as a value and is raised here in the greenlet: the
             # pool would log each refused upload as a crash of its worker thread.
             with reader:  # closing it tells the pump to stop (EPIPE)
                 try:
                     return consume(reader), None
-                except Exception as error:
+                except (ServerError, OSError) as error:
                     return None, error
 
         job = pool.spawn(run)
