@@ -30,6 +30,7 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
+import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tarfile  # noqa: E402
@@ -126,10 +127,17 @@ def write_archive(path: Path, size_mib: int) -> None:
             archive.addfile(info, _Bytes(data))
 
 
+def core_head() -> bytes:
+    """An x86_64 ELF core header with one PT_NOTE segment: what the upload check reads."""
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    return header + struct.pack("<IIQQQQQQ", 4, 0, 0x200, 0, 0, 0x100, 0, 4)
+
+
 class _RandomFile:
     def __init__(self, size: int) -> None:
         self.left = size
-        self.block = os.urandom(1 << 20)
+        self.block = core_head() + os.urandom((1 << 20) - len(core_head()))
 
     def read(self, size: int) -> bytes:
         size = min(size, self.left, len(self.block))
@@ -223,7 +231,11 @@ class Server:
                 "max_unpacked_size_mib": max_unpacked_size_mib,
                 "min_free_space_mib": 64,
                 "max_queued_tasks": 100000,
+                "creates_per_client": 1_000_000,  # every upload comes from this one address
             },
+            # No podman: the worker's retraces fail fast on it (the cores pass the
+            # upload check now), as the benchmark measures the HTTP side only.
+            "builder": {"podman_url": f"unix://{root}/no-podman.sock"},
             "releases": [
                 {
                     "id": "testos-1-x86_64",

@@ -1,4 +1,10 @@
-"""Read an ABRT problem directory and recognise the release it came from."""
+"""Read an ABRT problem directory and recognise the release it came from.
+
+:func:`read_problem` is the one check of a crash: the HTTP side runs it on every
+upload before a task exists, and ``retracer retrace`` and the worker run it before
+anything else. It reads only small, capped files and the core's header (see
+:mod:`retracer.builder.core`), so it costs milliseconds.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +28,11 @@ TEXT_FILE_LIMITS = {
     "os_release_in_rootdir": 128,
     "os_info": 8192,
     "os_info_in_rootdir": 8192,
+    "packages": 65536,
 }
-_PRINTABLE_LINE = re.compile(r"^[\x20-\x7e\u00a0-\uffff]*$")
+# Printable characters only: no C0 or C1 controls (terminal escapes start with ESC or
+# CSI), no line or paragraph separators, no bidirectional overrides.
+_PRINTABLE_LINE = re.compile(r"^[\x20-\x7e\u00a0-\u2027\u202f-\u2065\u206a-\ufffd]*$")
 # "Fedora release 41 (Forty One)" -> ("Fedora", "41")
 _RELEASE_LINE = re.compile(r"^(?P<name>.+?) release (?P<version>\S+)")
 
@@ -64,6 +73,10 @@ def read_problem(directory: Path, releases: Sequence[ReleaseSettings]) -> Proble
     package = _read_line(directory, "package")
     # ABRT uploads the release of the chroot, not of the host, when there is one.
     in_rootdir = (directory / "rootdir").is_file()
+    if in_rootdir and not _read_line(directory, "rootdir").startswith("/"):
+        raise ProblemRejected("rootdir", "must hold an absolute path")
+    if (directory / "packages").is_file():
+        _read_lines(directory, "packages")
     release_member = "os_release_in_rootdir" if in_rootdir else "os_release"
     os_release = _read_line(directory, release_member)
     os_info = _read_os_info(directory, "os_info_in_rootdir" if in_rootdir else "os_info")
@@ -72,19 +85,33 @@ def read_problem(directory: Path, releases: Sequence[ReleaseSettings]) -> Proble
 
 
 def _read_line(directory: Path, member: str) -> str:
-    path = directory / member
-    if not path.is_file():
-        raise ProblemRejected(member, "is missing")
-    data = path.read_bytes()
-    if len(data) > TEXT_FILE_LIMITS[member]:
-        raise ProblemRejected(member, f"is longer than {TEXT_FILE_LIMITS[member]} bytes")
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError as error:
-        raise ProblemRejected(member, "is not UTF-8 text") from error
+    text = _read_text(directory, member)
     if not text or "\n" in text or not _PRINTABLE_LINE.match(text):
         raise ProblemRejected(member, "must hold one line of printable text")
     return text
+
+
+def _read_lines(directory: Path, member: str) -> list[str]:
+    lines = _read_text(directory, member).splitlines()
+    if not all(_PRINTABLE_LINE.match(line) for line in lines):
+        raise ProblemRejected(member, "must hold lines of printable text")
+    return lines
+
+
+def _read_text(directory: Path, member: str) -> str:
+    """A small text file, stripped; read no further than its cap."""
+    path = directory / member
+    if not path.is_file():
+        raise ProblemRejected(member, "is missing")
+    limit = TEXT_FILE_LIMITS[member]
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ProblemRejected(member, f"is longer than {limit} bytes")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise ProblemRejected(member, "is not UTF-8 text") from error
 
 
 def _read_os_info(directory: Path, member: str) -> dict[str, str]:

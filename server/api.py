@@ -15,6 +15,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response, current_app, g, request
 
 from retracer.server.auth import PASSWORD_HEADER
+from retracer.server.clients import client_address
 from retracer.server.service import RetraceService
 from retracer.server.spool import Upload
 from retracer.server.tasks import Task
@@ -30,6 +31,13 @@ def service() -> RetraceService:
     return result
 
 
+def client() -> str:
+    """The requesting client's address (see :mod:`retracer.server.clients`)."""
+    return client_address(
+        request.remote_addr, request.headers.get("X-Forwarded-For"), service().trusted_proxies
+    )
+
+
 def text(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status=status, headers=headers, mimetype="text/plain")
 
@@ -39,7 +47,7 @@ def authenticated(view: Callable[[Task], Response]) -> Callable[[str], Response]
 
     @functools.wraps(view)
     def wrapper(task_id: str) -> Response:
-        access = service().authenticate(task_id, request.headers.get(PASSWORD_HEADER))
+        access = service().authenticate(task_id, request.headers.get(PASSWORD_HEADER), client())
         g.next_password = access.next_password
         return view(access.task)
 
@@ -87,7 +95,7 @@ def create() -> Response:
         content_length=request.content_length,
         task_type=request.headers.get("X-Task-Type"),
     )
-    created = service().create(request.method, upload)
+    created = service().create(request.method, upload, client())
     headers = {"X-Task-Id": created.task_id, PASSWORD_HEADER: created.password}
     return text(f"Task {created.task_id} created.\n", status=201, headers=headers)
 

@@ -13,7 +13,7 @@ from retracer.server import api, errors, metrics, web
 from retracer.server.config import Config
 from retracer.server.debuginfod import views as debuginfod
 from retracer.server.jobs import JobQueue
-from retracer.server.offload import in_threadpool, pump_into_thread
+from retracer.server.offload import UploadPump, in_threadpool
 from retracer.server.packages import PackageCatalog
 from retracer.server.service import RetraceService
 from retracer.server.spool import Spool
@@ -23,7 +23,7 @@ from retracer.server.tasks import TaskStore
 def create_app(config: Config) -> Flask:
     app = Flask(__name__)
     store = TaskStore.in_data_dir(config.data_dir)
-    spool = Spool.in_data_dir(config.data_dir, config.server, pump=pump_into_thread)
+    spool = Spool.in_data_dir(config.data_dir, config.server, pump=UploadPump(config.server))
     app.extensions["retracer"] = RetraceService(
         config,
         store=store,

@@ -8,6 +8,12 @@ member data moves from the pipe to the file with splice(2) and never enters Pyth
 
 Every byte that leaves the stream (headers, padding, data) counts against the
 unpacked cap, so a decompression bomb stops at the cap, whatever its headers claim.
+
+Memory stays bounded whatever the upload declares: xz is decoded with a memory limit
+(a stream declaring a huge dictionary is refused before it is allocated), deflate
+needs a fixed 32 KiB window, every read returns at most one chunk, pax and GNU
+extended headers are capped in size, and at most a few of them may precede a member
+(tarfile reads each chain by recursion).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from retracer.server.errors import ArchiveRejected, UnpackFailed, UploadTooLarge
 
 CHUNK = 1 << 20
 _WRITEBACK = 32 << 20
-# pax and GNU long-name headers are read into memory by tarfile; keep them small.
+# pax and GNU long-name headers are read into memory by tarfile; keep them small, and
+# few: a real member needs at most a global header, a pax header and a long name.
 _MAX_EXTENDED_HEADER = 64 << 10
+_MAX_EXTENDED_CHAIN = 8
 _EXTENDED_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -37,8 +45,17 @@ _EXTENDED_TYPES = (
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF = tarfile.BLOCKSIZE
-# What a corrupt or truncated stream raises from the decompressors and tarfile.
-CORRUPT = (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError, gzip.BadGzipFile)
+# What a corrupt or truncated stream raises from the decompressors and tarfile (which
+# parses numbers and sparse maps with int() and raises ValueError on garbage).
+CORRUPT = (
+    tarfile.TarError,
+    lzma.LZMAError,
+    zlib.error,
+    EOFError,
+    gzip.BadGzipFile,
+    ValueError,
+    OverflowError,
+)
 
 
 class Readable(Protocol):
@@ -66,6 +83,13 @@ class TarStream:
             tarinfo=_BoundedTarInfo,
         ) as archive:
             yield from archive
+
+    def drain(self) -> None:
+        """Read what follows the last member to the end of the stream, so that the
+        compressed data is checked whole (xz and gzip verify their checksums at the
+        end): an archive is accepted only if every byte of it decodes."""
+        while self.read(CHUNK):
+            pass
 
     def copy_to(self, fd: int, member: tarfile.TarInfo) -> int:
         """Write ``member``'s data to ``fd``; returns the bytes written (fewer if truncated)."""
@@ -129,7 +153,7 @@ class TarStream:
             raise UploadTooLarge("unpacked", self._cap_mib)
 
 
-def open_tar(raw: Readable, cap: int, cap_mib: int) -> TarStream:
+def open_tar(raw: Readable, cap: int, cap_mib: int, xz_memory_mib: int) -> TarStream:
     """The tar stream inside ``raw``, whatever compression it really has.
 
     Raises:
@@ -138,7 +162,7 @@ def open_tar(raw: Readable, cap: int, cap_mib: int) -> TarStream:
     head = _read_up_to(raw, _SNIFF)
     whole = cast(IO[bytes], _Prefixed(head, raw))
     if head.startswith(_XZ_MAGIC):
-        return TarStream(lzma.LZMAFile(whole), b"", cap, cap_mib, None)
+        return TarStream(_XzReader(whole, xz_memory_mib), b"", cap, cap_mib, None)
     if head.startswith(_GZIP_MAGIC):
         return TarStream(gzip.GzipFile(fileobj=whole, mode="rb"), b"", cap, cap_mib, None)
     if head[257:262] == b"ustar":
@@ -150,19 +174,88 @@ def describe(error: BaseException) -> str:
     """Why a corrupt stream failed, as the end of a sentence."""
     if isinstance(error, EOFError | tarfile.ReadError) and "end" in str(error).lower():
         return "the stream is truncated"
+    if isinstance(error, ValueError | OverflowError) and not isinstance(error, UnicodeError):
+        return "a tar header holds an invalid number or sparse map"
     text = str(error).rstrip(".") or type(error).__name__
     return f"the data is corrupt ({text})"
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses pax and GNU long-name headers big enough to hurt (tarfile reads them whole)."""
+    """Refuses pax and GNU long-name headers big enough to hurt (tarfile reads them whole)
+    and chains of them long enough to exhaust the stack (tarfile reads them recursively)."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile: tarfile.TarFile) -> _BoundedTarInfo:
+        depth = getattr(tarfile, _CHAIN_DEPTH, 0)
+        if depth >= _MAX_EXTENDED_CHAIN:
+            raise ArchiveRejected(
+                "(extended headers)", f"form a chain longer than {_MAX_EXTENDED_CHAIN}"
+            )
+        setattr(tarfile, _CHAIN_DEPTH, depth + 1)
+        try:
+            return cast(_BoundedTarInfo, super().fromtarfile(tarfile))
+        finally:
+            setattr(tarfile, _CHAIN_DEPTH, depth)
 
     @classmethod
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
         info = super().frombuf(buf, encoding, errors)
+        if info.size < 0:  # GNU base-256 numbers can be negative; tarfile would seek back
+            raise UnpackFailed(f"the header of {info.name!r} declares a negative size")
         if info.type in _EXTENDED_TYPES and info.size > _MAX_EXTENDED_HEADER:
             raise ArchiveRejected(info.name, "has an extended header larger than 64 KiB")
         return info
+
+
+_CHAIN_DEPTH = "_retracer_extended_chain_depth"
+
+
+class _XzReader:
+    """xz (or concatenated xz streams) decoded under a memory limit, a chunk at a time.
+
+    lzma.LZMAFile takes no memory limit, so a stream declaring a 4 GiB dictionary
+    would be honoured; here liblzma refuses it before allocating.
+    """
+
+    def __init__(self, source: IO[bytes], memory_mib: int) -> None:
+        self._source = source
+        self._memlimit = memory_mib << 20
+        self._memory_mib = memory_mib
+        self._decoder = self._new_decoder()
+        self._pending = b""
+        self._ended = False
+
+    def _new_decoder(self) -> lzma.LZMADecompressor:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=self._memlimit)
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = CHUNK if size is None or size < 0 else min(size, CHUNK)
+        while not self._ended:
+            if self._decoder.eof:
+                # Another stream may follow (xz allows concatenation) after padding.
+                rest = self._decoder.unused_data.lstrip(b"\0") or self._source.read(CHUNK)
+                if not rest.lstrip(b"\0"):
+                    self._ended = not rest
+                    continue
+                self._decoder = self._new_decoder()
+                self._pending = rest.lstrip(b"\0")
+            if self._decoder.needs_input and not self._pending:
+                self._pending = self._source.read(CHUNK)
+                if not self._pending:
+                    raise EOFError("Compressed file ended before the end-of-stream marker")
+            try:
+                data = self._decoder.decompress(self._pending, max_length=wanted)
+            except lzma.LZMAError as error:
+                if "memory" in str(error).lower():
+                    raise UnpackFailed(
+                        f"its xz stream needs more than this server's {self._memory_mib} MiB"
+                        " of decoder memory (compress with xz -6 or lower)"
+                    ) from None
+                raise
+            self._pending = b""
+            if data:
+                return data
+        return b""
 
 
 class _Prefixed:

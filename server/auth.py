@@ -6,7 +6,12 @@ and hashes are compared with :func:`hmac.compare_digest`.
 
 The protocol profile decides what a good password does: in the ``seed`` profile it
 is single-use and the answer carries the next one; in the ``abrt`` profile the
-creation password stays valid. Repeated wrong passwords lock a task for a while.
+creation password stays valid.
+
+Repeated failures (wrong passwords, and unknown task ids, which is how live ids are
+hunted) are counted per client address, not per task: past the limit that address
+gets 429 for a while, and nobody else, so a stranger's guesses never lock the owner
+out of a task.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 
 from retracer.server.config import ServerSettings
-from retracer.server.errors import PasswordRefused, TooManyAttempts
+from retracer.server.errors import PasswordRefused, TaskNotFound, TooManyAttempts
+from retracer.server.ratelimit import SlidingWindow
 from retracer.server.tasks import Task, TaskStore
 
 PASSWORD_HEADER = "X-Task-Password"
@@ -53,18 +58,26 @@ class Gatekeeper:
     def __init__(self, store: TaskStore, settings: ServerSettings) -> None:
         self._store = store
         self._settings = settings
+        self._failures = SlidingWindow(
+            settings.password_failures_allowed, settings.password_failure_window_seconds
+        )
 
-    def check(self, task_id: str, password: str | None) -> Access:
-        """Authenticate one request for ``task_id``.
+    def check(self, task_id: str, password: str | None, client: str) -> Access:
+        """Authenticate one request for ``task_id`` from the address ``client``.
 
         Raises:
+            TooManyAttempts: too many failures from this client in the window.
             TaskNotFound: no such task.
-            TooManyAttempts: too many wrong passwords for this task in the window.
             PasswordRefused: the password is missing, wrong or (seed profile) already used.
         """
-        task = self._store.get(task_id)
-        now = time.time()
-        self._refuse_if_locked(task_id, now)
+        retry_after = self._failures.retry_after(client)
+        if retry_after is not None:
+            raise TooManyAttempts(max(1.0, retry_after))
+        try:
+            task = self._store.get(task_id)
+        except TaskNotFound:
+            self._failures.record(client)
+            raise
         if not password:
             raise PasswordRefused(
                 f"Task {task_id} needs its password in the {PASSWORD_HEADER} header."
@@ -74,7 +87,7 @@ class Gatekeeper:
         if not hmac.compare_digest(presented, current):
             if self._store.is_spent(task_id, presented):
                 raise PasswordRefused(f"Task {task_id}: {REUSED}.")
-            self._store.record_failure(task_id, now)
+            self._failures.record(client)
             raise PasswordRefused(f"The password for task {task_id} is wrong.")
         if self._settings.protocol_profile == "abrt":
             return Access(task, None)
@@ -83,9 +96,3 @@ class Gatekeeper:
             # Another request spent the same password a moment ago.
             raise PasswordRefused(f"Task {task_id}: {REUSED}.")
         return Access(task, following)
-
-    def _refuse_if_locked(self, task_id: str, now: float) -> None:
-        window = self._settings.password_failure_window_seconds
-        count, oldest = self._store.failures_since(task_id, now - window)
-        if count >= self._settings.password_failures_allowed and oldest is not None:
-            raise TooManyAttempts(task_id, max(1.0, oldest + window - now))

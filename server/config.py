@@ -13,6 +13,7 @@ release from a local data directory.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -50,14 +51,51 @@ class ServerSettings:
     keep_core: bool = False
     finished_task_max_age_hours: float = 168.0
     unfinished_task_max_age_hours: float = 24.0
-    # A task locks out password attempts after this many failures in the window.
+    # Slow and hostile clients (server/connections.py, server/offload.py).
+    # A client must send its request line and headers within this time; it is also
+    # how long a kept-alive connection may sit idle between requests.
+    header_timeout_seconds: float = 10.0
+    # A request body (an upload) that sends nothing for this long gets 408 and is dropped.
+    body_timeout_seconds: float = 30.0
+    # Connections served at once; further ones wait in the kernel's accept queue.
+    max_connections: int = 1000
+    # Uploads unpacked at once, each in a thread of their own pool (no other request
+    # waits for those threads). An upload whose body has started arriving waits this
+    # long for a free one, then gets 503. Waiting for the body takes no thread.
+    max_concurrent_uploads: int = 4
+    upload_slot_wait_seconds: float = 10.0
+    # Memory the xz decoder may use per upload: ABRT's xz -2 needs 3 MiB, xz -9 65 MiB.
+    xz_memory_limit_mib: int = 80
+    # Per client address: /create requests allowed in the window; more get 429.
+    creates_per_client: int = 30
+    create_window_seconds: float = 60.0
+    # Per client address: uploads in progress at once (a slow one holds an upload
+    # thread while its body trickles in); more get 429.
+    uploads_per_client: int = 2
+    # Per client address: after this many wrong passwords (or unknown task ids) in the
+    # window, that address gets 429 for every task; other clients, the owner
+    # included, are not affected.
     password_failures_allowed: int = 10
     password_failure_window_seconds: float = 600.0
+    # Addresses or networks of reverse proxies whose X-Forwarded-For is believed;
+    # from anyone else the header is ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # A worker renews its claim on a task this often; a claim older than the lease
     # means its worker died, and the task is queued again.
     task_lease_seconds: float = 60.0
     # The operator's dashboard at /admin asks for this token; without one it is off.
     admin_token: str | None = None
+
+    def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as error:
+                raise ValueError(
+                    f"trusted_proxies: {proxy!r} is not an address or network"
+                ) from error
+        if self.max_concurrent_uploads < 1 or self.max_connections < 1:
+            raise ValueError("max_concurrent_uploads and max_connections must be at least 1")
 
 
 @dataclass(frozen=True)

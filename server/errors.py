@@ -5,7 +5,10 @@ Exception tree::
 
     ServerError                  base; ``reason`` is one sentence a person can act on
     ├── ConfigError              the configuration file is missing, malformed or invalid
-    ├── ServerBusy               503: as many tasks are running or queued as allowed
+    ├── ServerBusy               503: as many tasks are running, queued or uploading as allowed
+    ├── UploadSlotsBusy          503: every upload slot stayed busy while this upload waited
+    ├── TooManyCreates           429: this client address created too many tasks recently
+    ├── TooManyUploads           429: this client address has too many uploads in progress
     ├── MethodNotAllowed         405: the path exists but not for this method
     ├── UnsupportedMediaType     415: the Content-Type is not a supported archive type
     ├── LengthRequired           411: /create needs a Content-Length
@@ -13,15 +16,18 @@ Exception tree::
     ├── InsufficientStorage      507: storing the upload would leave too little free space
     ├── UploadRejected           403: the upload cannot be accepted as a problem directory
     │   ├── ArchiveRejected      a member is unsafe, unknown, duplicated, oversize or missing
-    │   └── TaskTypeRejected     the X-Task-Type is not a coredump task
+    │   ├── TaskTypeRejected     the X-Task-Type is not a coredump task
+    │   └── CrashRejected        the files are not a crash this server retraces (bad core,
+    │                            unknown release or architecture, garbled text file)
     ├── UploadIncomplete         400: the client sent fewer bytes than its Content-Length
-    ├── UnpackFailed             500: the archive is corrupt, truncated or not an archive
+    ├── UploadStalled            408: the client stopped sending its body
+    ├── UnpackFailed             400: the archive is corrupt, truncated or not an archive
     ├── TaskNotFound             404: no task has this id
     ├── ResultNotReady           404: the backtrace or log does not exist (yet)
     ├── NoExploitableInfo        404: the client's "no exploitable information"
     ├── PackageUnknown           404: /checkpackage knows no such package
     ├── PasswordRefused          403: the password is missing, wrong or already used
-    ├── TooManyAttempts          429: too many wrong passwords for this task recently
+    ├── TooManyAttempts          429: too many wrong passwords from this client recently
     ├── FormRefused              403: a web form came without its CSRF token
     ├── NoFileChosen             400: the upload form came without an archive
     └── TaskSealed               a finished task's files were about to change
@@ -63,6 +69,32 @@ class ServerBusy(ServerError):
         self.limit = limit
         super().__init__(
             f"The server is full ({active} of {limit} tasks running or queued); try again later."
+        )
+
+
+class UploadSlotsBusy(ServerError):
+    def __init__(self, slots: int, waited: float) -> None:
+        self.slots = slots
+        super().__init__(
+            f"All {slots} upload slots stayed busy for {waited:g} s; try again in a minute."
+        )
+
+
+class TooManyCreates(ServerError):
+    def __init__(self, allowed: int, window: float, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            f"This address created {allowed} tasks in the last {window:g} s, the most allowed;"
+            f" try again in {retry_after:.0f} s."
+        )
+
+
+class TooManyUploads(ServerError):
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        super().__init__(
+            f"This address already has {allowed} uploads in progress, the most allowed;"
+            " wait for one to finish."
         )
 
 
@@ -117,6 +149,23 @@ class TaskTypeRejected(UploadRejected):
         )
 
 
+class CrashRejected(UploadRejected):
+    """The analyzer's own check refused the unpacked files; its sentence is the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+
+class UploadStalled(ServerError):
+    def __init__(self, received: int, expected: int, seconds: float) -> None:
+        self.received = received
+        self.expected = expected
+        super().__init__(
+            f"The upload stalled: nothing arrived for {seconds:g} s after {received} of"
+            f" {expected} bytes."
+        )
+
+
 class UploadIncomplete(ServerError):
     def __init__(self, received: int, expected: int) -> None:
         self.received = received
@@ -167,11 +216,11 @@ class PasswordRefused(ServerError):
 
 
 class TooManyAttempts(ServerError):
-    def __init__(self, task_id: str, retry_after: float) -> None:
-        self.task_id = task_id
+    def __init__(self, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(
-            f"Too many wrong passwords for task {task_id}; try again in {retry_after:.0f} s."
+            "Too many wrong passwords or unknown task ids from this address;"
+            f" try again in {retry_after:.0f} s."
         )
 
 
@@ -193,6 +242,9 @@ class TaskSealed(ServerError):
 
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ServerBusy, 503),
+    (UploadSlotsBusy, 503),
+    (TooManyCreates, 429),
+    (TooManyUploads, 429),
     (MethodNotAllowed, 405),
     (UnsupportedMediaType, 415),
     (LengthRequired, 411),
@@ -200,7 +252,8 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (InsufficientStorage, 507),
     (UploadRejected, 403),
     (UploadIncomplete, 400),
-    (UnpackFailed, 500),
+    (UploadStalled, 408),
+    (UnpackFailed, 400),
     (TaskNotFound, 404),
     (ResultNotReady, 404),
     (NoExploitableInfo, 404),
@@ -244,8 +297,10 @@ def _reply(error: Exception) -> Response:
         reason = getattr(error, "reason", "internal error")
     if isinstance(error, MethodNotAllowed):
         headers["Allow"] = ", ".join(error.allowed)
-    if isinstance(error, TooManyAttempts):
-        headers["Retry-After"] = f"{error.retry_after:.0f}"
+    if isinstance(error, TooManyAttempts | TooManyCreates):
+        headers["Retry-After"] = f"{max(1, round(error.retry_after))}"
+    if isinstance(error, UploadStalled | UploadSlotsBusy):
+        headers["Connection"] = "close"  # the rest of the body will not be read
     return Response(f"{reason}\n", status=status, headers=headers, mimetype="text/plain")
 
 

@@ -2,11 +2,17 @@
 
 - :func:`in_threadpool` runs a function in gevent's thread pool and waits for it
   cooperatively (repository index lookups).
-- :func:`pump_into_thread` streams a request body into a function running in the
-  thread pool through a pipe (unpacking uploads): the event loop only moves bytes
-  from the socket to the pipe (with splice(2) on a plain socket, so they never enter
-  Python), while decompression and disk writes happen in the thread. Memory stays at
-  one chunk plus the pipe's buffer, and the body is written to disk once.
+- :class:`UploadPump` streams a request body into a function running in a thread
+  through a pipe (unpacking uploads): the event loop only moves bytes from the
+  socket to the pipe (with splice(2) on a plain socket, so they never enter Python),
+  while decompression and disk writes happen in the thread. Memory stays at one
+  chunk plus the pipe's buffer, and the body is written to disk once.
+
+Uploads have a thread pool of their own, ``max_concurrent_uploads`` threads, so
+lookups never wait behind them; and an upload takes its thread only once the first
+bytes of its body have arrived, so a client that sends headers and then nothing
+costs a socket and a greenlet, not a thread. Every wait for the client's bytes ends
+after ``body_timeout_seconds`` with UploadStalled (408).
 
 Without gevent (the worker, a test calling the spool directly) the spool uses plain
 in-thread equivalents instead.
@@ -19,15 +25,18 @@ import fcntl
 import io
 import os
 from collections.abc import Callable
-from typing import IO, TypeVar
+from typing import IO, TypeVar, cast
 
 import gevent
 import gevent.os
 import gevent.socket
 import gevent.ssl
 from gevent import pywsgi
+from gevent.lock import BoundedSemaphore
+from gevent.threadpool import ThreadPool
 
-from retracer.server.errors import UploadIncomplete
+from retracer.server.config import ServerSettings
+from retracer.server.errors import ServerError, UploadIncomplete, UploadSlotsBusy, UploadStalled
 
 T = TypeVar("T")
 
@@ -39,37 +48,163 @@ def in_threadpool(function: Callable[[], T]) -> T:
     return result
 
 
-def pump_into_thread(stream: IO[bytes], length: int, consume: Callable[[IO[bytes]], T]) -> T:
-    """Copy exactly ``length`` bytes of ``stream`` to ``consume(reader)`` in a thread.
+class UploadPump:
+    """``pump(stream, length, consume)``: the Spool's way to feed a body to its unpacker."""
 
-    If ``consume`` stops reading early (it refused the upload, or the archive ended),
-    the rest of the body is not read. If the body ends early, ``consume`` sees the
-    end of its input and UploadIncomplete is raised once it has returned.
-    """
-    read_fd, write_fd = os.pipe()
-    # A file object closes for real at once; gevent's patched os.close defers the close
-    # of a pipe to the event loop, and the reading thread would wait for EOF forever.
-    writer = io.FileIO(write_fd, "wb")
-    with contextlib.suppress(OSError):  # a smaller pipe only means more context switches
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)
-    gevent.os.make_nonblocking(write_fd)
-    # Unbuffered: the consumer may splice(2) from the descriptor itself.
-    reader = io.FileIO(read_fd, "rb")
+    def __init__(self, settings: ServerSettings) -> None:
+        self._slots = settings.max_concurrent_uploads
+        self._slot_wait = settings.upload_slot_wait_seconds
+        self._timeout = settings.body_timeout_seconds
+        # Made on first use, in the thread that runs the event loop (gevent's pools
+        # and locks belong to the hub of the thread that creates them).
+        self._pool: ThreadPool | None = None
+        self._free: BoundedSemaphore | None = None
 
-    def run() -> T:
-        with reader:  # closing it tells the pump to stop (EPIPE)
-            return consume(reader)
+    def __call__(self, stream: IO[bytes], length: int, consume: Callable[[IO[bytes]], T]) -> T:
+        """Copy exactly ``length`` bytes of ``stream`` to ``consume(reader)`` in a thread.
 
-    job = gevent.get_hub().threadpool.spawn(run)
-    try:
-        sent, ended = _copy(stream, length, write_fd)
-    finally:
-        writer.close()
-        job.wait()  # the thread must be done with the task folder before anyone cleans it
-    if ended:
-        raise UploadIncomplete(sent, length)
-    result: T = job.get()
-    return result
+        If ``consume`` stops reading early (it refused the upload, or the archive ended),
+        the rest of the body is not read. If the body ends early, ``consume`` sees the
+        end of its input and UploadIncomplete is raised once it has returned.
+
+        Raises:
+            UploadStalled: the client sent nothing for ``body_timeout_seconds``.
+            UploadSlotsBusy: no upload thread came free in ``upload_slot_wait_seconds``.
+        """
+        if self._pool is None or self._free is None:
+            self._pool = ThreadPool(self._slots)
+            self._free = BoundedSemaphore(self._slots)
+        body = _Body(stream, length, self._timeout)
+        first = body.first()  # waits for the client without holding a thread
+        if not self._free.acquire(timeout=self._slot_wait):
+            body.abandon()
+            raise UploadSlotsBusy(self._slots, self._slot_wait)
+        try:
+            return self._pump(body, first, consume, self._pool)
+        finally:
+            self._free.release()
+
+    def _pump(
+        self, body: _Body, first: bytes, consume: Callable[[IO[bytes]], T], pool: ThreadPool
+    ) -> T:
+        read_fd, write_fd = os.pipe()
+        # A file object closes for real at once; gevent's patched os.close defers the
+        # close of a pipe to the event loop, and the reading thread would wait for EOF
+        # forever.
+        writer = io.FileIO(write_fd, "wb")
+        with contextlib.suppress(OSError):  # a smaller pipe only means more context switches
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)
+        gevent.os.make_nonblocking(write_fd)
+        # Unbuffered: the consumer may splice(2) from the descriptor itself.
+        reader = io.FileIO(read_fd, "rb")
+
+        def run() -> tuple[T | None, ServerError | OSError | None]:
+            # A refusal comes back as a value and is raised here in the greenlet: the
+            # pool would log each refused upload as a crash of its worker thread.
+            with reader:  # closing it tells the pump to stop (EPIPE)
+                try:
+                    return consume(reader), None
+                except (ServerError, OSError) as error:
+                    return None, error
+
+        job = pool.spawn(run)
+        try:
+            ended = body.copy(first, write_fd)
+        except TimeoutError:
+            body.abandon()
+            raise UploadStalled(body.sent, body.length, self._timeout) from None
+        finally:
+            writer.close()
+            job.wait()  # the thread must be done with the task folder before anyone cleans it
+        result, error = job.get()
+        if ended:
+            raise UploadIncomplete(body.sent, body.length)
+        if error is not None:
+            raise error
+        return cast(T, result)
+
+
+class _Body:
+    """A request body read once: the first bytes, then the rest into a pipe."""
+
+    def __init__(self, stream: IO[bytes], length: int, timeout: float) -> None:
+        self.stream = stream
+        self.length = length
+        self.sent = 0
+        self._timeout = timeout
+        self._socket_fd = _spliceable_socket(stream)
+
+    def first(self) -> bytes:
+        """The first bytes of the body, as soon as there are any (b"" if none will come)."""
+        try:
+            if self._socket_fd is None:
+                return self.stream.read(min(CHUNK, self.length)) if self.length else b""
+            stream = self.stream
+            assert isinstance(stream, pywsgi.Input)
+            stream.read(0)  # answers "Expect: 100-continue", reads nothing
+            if not self.length:
+                return b""
+            # One read1 takes what gevent's reader already holds (or does one socket
+            # read); after it that buffer is empty, so the socket's own position is the
+            # body's.
+            data: bytes = stream.rfile.read1(self.length)
+            stream.position += len(data)
+            return data
+        except TimeoutError:
+            self.abandon()
+            raise UploadStalled(0, self.length, self._timeout) from None
+
+    def copy(self, first: bytes, pipe_fd: int) -> bool:
+        """Move the body into the pipe; True if it ended before ``length`` bytes."""
+        if not first:
+            return self.length > 0
+        if not _write_all(pipe_fd, first):
+            self.sent = len(first)
+            return False
+        self.sent = len(first)
+        if self._socket_fd is None:
+            return self._copy_through_python(pipe_fd)
+        return self._splice(self._socket_fd, pipe_fd)
+
+    def abandon(self) -> None:
+        """Give up on the rest of the body: gevent must not try to read it after the
+        answer (the connection closes instead)."""
+        if isinstance(self.stream, pywsgi.Input):
+            self.stream.position = self.length
+
+    def _splice(self, socket_fd: int, pipe_fd: int) -> bool:
+        stream = self.stream
+        assert isinstance(stream, pywsgi.Input)
+        while self.sent < self.length:
+            try:
+                moved = os.splice(
+                    socket_fd,
+                    pipe_fd,
+                    min(CHUNK, self.length - self.sent),
+                    flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK,
+                )
+            except BlockingIOError:  # no data yet, or the pipe is full: wait for both
+                gevent.socket.wait_write(pipe_fd)
+                gevent.socket.wait_read(socket_fd, timeout=self._timeout)
+                continue
+            except BrokenPipeError:
+                return False  # consume() finished or refused without the rest
+            if not moved:
+                return True
+            # gevent's Input must know what was read, or it would wait for it again.
+            stream.position += moved
+            self.sent += moved
+        return False
+
+    def _copy_through_python(self, pipe_fd: int) -> bool:
+        while self.sent < self.length:
+            chunk = self.stream.read(min(CHUNK, self.length - self.sent))
+            if not chunk:
+                return True
+            if not _write_all(pipe_fd, chunk):
+                return False  # consume() finished or refused without needing the rest
+            self.sent += len(chunk)
+        return False
 
 
 def _write_all(fd: int, data: bytes) -> bool:
@@ -81,56 +216,6 @@ def _write_all(fd: int, data: bytes) -> bool:
     except BrokenPipeError:
         return False
     return True
-
-
-def _copy(stream: IO[bytes], length: int, pipe_fd: int) -> tuple[int, bool]:
-    """Move the body into the pipe; returns (bytes sent, whether the body ended early)."""
-    socket_fd = _spliceable_socket(stream)
-    if socket_fd is None:
-        return _copy_through_python(stream, length, pipe_fd)
-    assert isinstance(stream, pywsgi.Input)
-    stream.read(0)  # answers "Expect: 100-continue", reads nothing
-    # One read1 takes what gevent's reader already holds (or does one socket read);
-    # after it that buffer is empty, so the socket's own position is the body's.
-    first = stream.rfile.read1(length)
-    stream.position += len(first)
-    if not first:
-        return 0, True
-    if not _write_all(pipe_fd, first):
-        return len(first), False
-    sent = len(first)
-    while sent < length:
-        try:
-            moved = os.splice(
-                socket_fd,
-                pipe_fd,
-                min(CHUNK, length - sent),
-                flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK,
-            )
-        except BlockingIOError:  # no data yet, or the pipe is full: wait for both
-            gevent.socket.wait_write(pipe_fd)
-            gevent.socket.wait_read(socket_fd)
-            continue
-        except BrokenPipeError:
-            return sent, False  # consume() finished or refused without the rest
-        if not moved:
-            return sent, True
-        # gevent's Input must know what was read, or it would wait for it again.
-        stream.position += moved
-        sent += moved
-    return sent, False
-
-
-def _copy_through_python(stream: IO[bytes], length: int, pipe_fd: int) -> tuple[int, bool]:
-    sent = 0
-    while sent < length:
-        chunk = stream.read(min(CHUNK, length - sent))
-        if not chunk:
-            return sent, True
-        if not _write_all(pipe_fd, chunk):
-            return sent, False  # consume() finished or refused without needing the rest
-        sent += len(chunk)
-    return sent, False
 
 
 def _spliceable_socket(stream: IO[bytes]) -> int | None:

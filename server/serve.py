@@ -8,16 +8,18 @@ never retraces and a compose file can run the two as separate services instead.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import subprocess
 import sys
 
 import gevent
-from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+from gevent.pywsgi import LoggingLogAdapter
 
 from retracer.server.app import create_app
 from retracer.server.config import Config
-from retracer.server.sendfile import SendfileHandler
+from retracer.server.connections import make_server
+from retracer.server.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,16 @@ WORKER_STOP_SECONDS = 30.0
 
 def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     """Serve until SIGINT or SIGTERM; then stop the worker child gracefully."""
+    _allow_enough_files(config.server.max_connections)
     app = create_app(config)
-    server = WSGIServer(
-        (config.server.host, config.server.port),
+    # Only this process writes to incoming, and no upload is in flight yet: whatever
+    # is there was cut off by a crash of the previous run.
+    swept = Spool.in_data_dir(config.data_dir, config.server).sweep_incoming(0)
+    if swept:
+        log.info("removed %d upload(s) cut off by the previous run", swept)
+    server = make_server(
         app,
-        handler_class=SendfileHandler,
+        config.server,
         log=LoggingLogAdapter(logging.getLogger("retracer.access"), logging.DEBUG),
         error_log=LoggingLogAdapter(logging.getLogger("retracer.http"), logging.ERROR),
     )
@@ -46,6 +53,22 @@ def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     finally:
         if worker is not None:
             stop_worker(worker)
+
+
+def _allow_enough_files(connections: int) -> None:
+    """Raise the soft limit on open files to fit every connection (a socket each) plus
+    the uploads' pipes and files; systemd gives services a soft limit of 1024."""
+    needed = connections + 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning(
+                "only %d open files are allowed; lower server.max_connections (%d) to fit",
+                target,
+                connections,
+            )
 
 
 def start_worker(config: Config) -> subprocess.Popen[bytes]:

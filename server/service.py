@@ -10,25 +10,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from retracer.builder.errors import BuilderError
+from retracer.builder.problem import read_problem
 from retracer.server.auth import Access, Gatekeeper, digest, new_password, new_task_id
+from retracer.server.clients import trusted_networks
 from retracer.server.config import Config
 from retracer.server.errors import (
+    CrashRejected,
     MethodNotAllowed,
     NoExploitableInfo,
     PackageUnknown,
     ResultNotReady,
     ServerBusy,
     ServerError,
+    TooManyCreates,
+    TooManyUploads,
     status_of,
 )
 from retracer.server.jobs import JobQueue
 from retracer.server.metrics import Metrics
 from retracer.server.packages import PackageCatalog
+from retracer.server.ratelimit import ConcurrencyLimit, SlidingWindow
 from retracer.server.spool import SUPPORTED_FORMATS, Spool, Upload
 from retracer.server.statistics import Statistics
 from retracer.server.tasks import Task, TaskState, TaskStore
+from retracer.sync.errors import SyncError
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +101,17 @@ class RetraceService:
         self._metrics = metrics
         self._offload = offload
         self.gatekeeper = Gatekeeper(store, config.server)
+        self.trusted_proxies = trusted_networks(config.server.trusted_proxies)
+        self._creates = SlidingWindow(
+            config.server.creates_per_client, config.server.create_window_seconds
+        )
+        self._uploading = ConcurrencyLimit(config.server.uploads_per_client)
 
     def capacity(self) -> Capacity:
+        """The queue counts uploads in flight too: each may become a task any moment."""
         settings = self._settings
         return Capacity(
-            running_tasks=self._store.active_count(),
+            running_tasks=self._store.active_count() + self._spool.uploads_in_flight,
             max_running_tasks=settings.workers + settings.max_queued_tasks,
             max_packed_size=settings.max_packed_size_mib,
             max_unpacked_size=settings.max_unpacked_size_mib,
@@ -112,15 +127,24 @@ class RetraceService:
         if found is None:
             raise PackageUnknown(nvr, arch)
 
-    def create(self, method: str, upload: Upload) -> Created:
-        """Store an upload as a new queued task; the checks follow PROTOCOL.md's order."""
+    def create(self, method: str, upload: Upload, client: str) -> Created:
+        """Store an upload as a new queued task; the checks follow PROTOCOL.md's order,
+        after the per-client limit (429), and end with the crash's own check."""
         try:
+            retry_after = self._creates.retry_after(client)
+            if retry_after is not None:
+                creates = self._creates
+                raise TooManyCreates(creates.allowed, creates.window, max(1.0, retry_after))
+            self._creates.record(client)
+            if self._uploading.full(client):
+                raise TooManyUploads(self._uploading.allowed)
             capacity = self.capacity()
             if capacity.running_tasks >= capacity.max_running_tasks:
                 raise ServerBusy(capacity.running_tasks, capacity.max_running_tasks)
             if method != "POST":
                 raise MethodNotAllowed(method, ("POST",))
-            received = self._spool.receive(upload)
+            with self._uploading.hold(client):
+                received = self._spool.receive(upload, self._check_crash)
         except ServerError as error:
             self._metrics.refused(status_of(error))
             raise
@@ -141,8 +165,15 @@ class RetraceService:
         )
         return Created(task_id, password)
 
-    def authenticate(self, task_id: str, password: str | None) -> Access:
-        return self.gatekeeper.check(task_id, password)
+    def _check_crash(self, problem_dir: Path) -> None:
+        """The analyzer's own check, before a task exists (runs in the upload's thread)."""
+        try:
+            read_problem(problem_dir, self._config.releases)
+        except (BuilderError, SyncError) as error:
+            raise CrashRejected(error.reason) from error
+
+    def authenticate(self, task_id: str, password: str | None, client: str) -> Access:
+        return self.gatekeeper.check(task_id, password, client)
 
     def status(self, task: Task) -> Status:
         position = self._store.queue_position(task.id)

@@ -48,12 +48,15 @@ from retracer.server.errors import (
     UploadIncomplete,
     UploadTooLarge,
 )
+from retracer.server.reservations import Reservation, UploadLedger
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Feeds ``length`` bytes of a stream to a consumer and returns what it returns.
 Pump = Callable[[IO[bytes], int, Callable[[IO[bytes]], Any]], Any]
+# Checks an unpacked problem directory; raises to refuse it.
+Validate = Callable[[Path], None]
 
 SUPPORTED_FORMATS = (
     "application/x-xz-compressed-tar",
@@ -69,9 +72,15 @@ MEMBER_LIMITS: dict[str, int | None] = {
     "coredump": None,
     **{
         name: TEXT_FILE_LIMITS[name]
-        for name in ("executable", "package", "os_release", "rootdir", "os_release_in_rootdir")
+        for name in (
+            "executable",
+            "package",
+            "os_release",
+            "rootdir",
+            "os_release_in_rootdir",
+            "packages",
+        )
     },
-    "packages": 65536,
 }
 REQUIRED_MEMBERS = ("coredump",)
 CORE = "coredump"
@@ -117,6 +126,7 @@ class Spool:
         self._tasks = root / "tasks"
         self._settings = settings
         self._pump = pump or read_in_place
+        self._ledger = UploadLedger()
         for folder in (self._incoming, self._tasks):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -131,12 +141,20 @@ class Spool:
 
     # Receiving
 
-    def receive(self, upload: Upload) -> Received:
-        """Check, store and unpack one upload (415, 411, 413, 507, 403, 400, 500 in that order).
+    @property
+    def uploads_in_flight(self) -> int:
+        return self._ledger.in_flight
+
+    def receive(self, upload: Upload, validate: Validate | None = None) -> Received:
+        """Check, store and unpack one upload (415, 411, 413, 507, 403, 400 in that order).
+
+        ``validate(crash_dir)`` runs on the unpacked files before anything is kept;
+        whatever it raises refuses the upload.
 
         Raises:
             UnsupportedMediaType, LengthRequired, UploadTooLarge, InsufficientStorage,
-            ArchiveRejected, TaskTypeRejected, UploadIncomplete, UnpackFailed.
+            ArchiveRejected, TaskTypeRejected, UploadIncomplete, UnpackFailed, or what
+            ``validate`` raises.
         """
         max_packed = self._settings.max_packed_size_mib << 20
         if upload.content_type not in SUPPORTED_FORMATS:
@@ -145,28 +163,41 @@ class Spool:
             raise LengthRequired()
         if upload.content_length > max_packed:
             raise UploadTooLarge("packed", self._settings.max_packed_size_mib)
-        self._require_space(upload.content_length)
-        if upload.task_type not in (None, "", COREDUMP_TASK_TYPE):
-            raise TaskTypeRejected(upload.task_type)
+        with self._ledger.reserve(upload.content_length) as reservation:
+            self._require_space(upload.content_length, reservation)
+            if upload.task_type not in (None, "", COREDUMP_TASK_TYPE):
+                raise TaskTypeRejected(upload.task_type)
+            return self._receive(upload, upload.content_length, reservation, validate)
+
+    def _receive(
+        self,
+        upload: Upload,
+        length: int,
+        reservation: Reservation,
+        validate: Validate | None,
+    ) -> Received:
         token = secrets.token_hex(16)
         folder = self._incoming / token
         folder.mkdir(mode=0o700)
+
+        def consume(reader: IO[bytes]) -> tuple[tuple[str, ...], int]:
+            unpacked = self.unpack(reader, folder / "crash", reservation)
+            if validate is not None:
+                validate(folder / "crash")
+            return unpacked
+
         try:
-            members, unpacked = self._pump(
-                upload.stream,
-                upload.content_length,
-                lambda reader: self.unpack(reader, folder / "crash"),
-            )
+            members, unpacked = self._pump(upload.stream, length, consume)
             _fsync_dir(folder)
         except OSError as error:
             _remove_tree(folder)
-            if error.errno == errno.ENOSPC:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage() from error
             raise
         except BaseException:
             _remove_tree(folder)
             raise
-        return Received(token, upload.content_length, unpacked, members)
+        return Received(token, length, unpacked, members)
 
     def admit(self, token: str, task_id: str) -> bool:
         """Move a received upload to its task's folder; False if that folder exists."""
@@ -193,13 +224,19 @@ class Spool:
                 removed += 1
         return removed
 
-    def _require_space(self, incoming_bytes: int) -> None:
+    def _require_space(self, incoming_bytes: int, reservation: Reservation | None) -> None:
+        """507 unless ``incoming_bytes`` more, on top of what other uploads in flight
+        have reserved, leave ``min_free_space_mib`` free."""
         usage = os.statvfs(self.root)
         free = usage.f_bavail * usage.f_frsize
+        if reservation is not None:
+            free -= reservation.reserved_by_others()
         if free - incoming_bytes < self._settings.min_free_space_mib << 20:
             raise InsufficientStorage()
 
-    def unpack(self, raw: IO[bytes], crash: Path) -> tuple[tuple[str, ...], int]:
+    def unpack(
+        self, raw: IO[bytes], crash: Path, reservation: Reservation | None = None
+    ) -> tuple[tuple[str, ...], int]:
         """Unpack the archive read from ``raw`` into the new folder ``crash``.
 
         Returns the member names and the unpacked bytes.
@@ -208,17 +245,29 @@ class Spool:
             ArchiveRejected, UploadTooLarge, InsufficientStorage, UnpackFailed.
         """
         cap_mib = self._settings.max_unpacked_size_mib
+
+        def require_space(size: int) -> None:
+            if reservation is not None:
+                reservation.resize(size)
+            self._require_space(size, reservation)
+
         crash.mkdir(mode=0o700)
         dir_fd = os.open(crash, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            members = _Extractor(dir_fd, cap_mib << 20, self._settings, self._require_space)
+            members = _Extractor(dir_fd, cap_mib << 20, self._settings, require_space)
             try:
                 # Headers and padding come on top of the members' bytes.
-                stream = open_tar(raw, (cap_mib + 1) << 20, cap_mib)
+                stream = open_tar(
+                    raw, (cap_mib + 1) << 20, cap_mib, self._settings.xz_memory_limit_mib
+                )
                 for member in stream.members():
                     members.extract(stream, member)
+                stream.drain()
             except CORRUPT as error:
                 raise UnpackFailed(describe(error)) from error
+            except RecursionError:
+                # Without the traceback: thousands of frames help nobody.
+                raise UnpackFailed("its headers nest too deeply") from None
             members.finish()
             os.fsync(dir_fd)
         finally:

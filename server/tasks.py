@@ -47,8 +47,8 @@ CREATE TABLE IF NOT EXISTS spent_passwords (
     hash TEXT NOT NULL,
     PRIMARY KEY (task_id, hash)
 );
-CREATE TABLE IF NOT EXISTS password_failures (task_id TEXT NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS failures_by_task ON password_failures (task_id, at);
+-- No longer used (failures are counted per client, in memory); gone on upgrade.
+DROP TABLE IF EXISTS password_failures;
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -341,18 +341,6 @@ class TaskStore:
             is not None
         )
 
-    def record_failure(self, task_id: str, now: float) -> None:
-        with self._write() as db:
-            db.execute("INSERT INTO password_failures (task_id, at) VALUES (?, ?)", (task_id, now))
-
-    def failures_since(self, task_id: str, since: float) -> tuple[int, float | None]:
-        """How many wrong passwords since ``since``, and when the oldest of them was."""
-        count, oldest = self._db.execute(
-            "SELECT count(*), min(at) FROM password_failures WHERE task_id = ? AND at >= ?",
-            (task_id, since),
-        ).fetchone()
-        return int(count), oldest
-
     # Expiry
 
     def expired(self, finished_before: float, created_before: float) -> list[str]:
@@ -368,11 +356,7 @@ class TaskStore:
 
     def delete(self, task_id: str) -> None:
         with self._write() as db:
-            for table, column in (
-                ("tasks", "id"),
-                ("spent_passwords", "task_id"),
-                ("password_failures", "task_id"),
-            ):
+            for table, column in (("tasks", "id"), ("spent_passwords", "task_id")):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (task_id,))
 
 

@@ -12,19 +12,20 @@ import logging
 import signal
 
 import gevent
-from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+from gevent.pywsgi import LoggingLogAdapter
 
 from retracer.server.config import Config
+from retracer.server.connections import make_server
 from retracer.server.debuginfod.views import create_debuginfod_app
-from retracer.server.sendfile import SendfileHandler
 
 
 def serve_debuginfod(config: Config, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM; the caller has monkey-patched."""
-    server = WSGIServer(
-        (host, port),
+    # The same connection limits and timeouts as the retrace service.
+    server = make_server(
         create_debuginfod_app(config),
-        handler_class=SendfileHandler,
+        config.server,
+        listener=(host, port),
         log=LoggingLogAdapter(logging.getLogger("retracer.access"), logging.DEBUG),
         error_log=LoggingLogAdapter(logging.getLogger("retracer.http"), logging.ERROR),
     )

@@ -5,11 +5,36 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import struct
 import tarfile
 from dataclasses import dataclass
 
+
+def elf_core(machine: int = 62, elf_class: int = 2, size: int = 4096, **fields: int) -> bytes:
+    """The head of an ELF core: a header and one PT_NOTE segment, padded to ``size``.
+
+    Enough for the upload check (which reads no further); ``fields`` override
+    ``e_type``, ``phentsize``, ``phnum`` and ``phoff`` to build hostile ones.
+    """
+    e_type = fields.get("e_type", 4)
+    if elf_class == 2:
+        header_size, entry = 64, struct.pack("<IIQQQQQQ", 4, 0, 0x200, 0, 0, 0x100, 0, 4)
+        layout = "<HHIQQQIHHHHHH"
+    else:
+        header_size, entry = 52, struct.pack("<IIIIIIII", 4, 0x200, 0, 0, 0x100, 0, 0, 4)
+        layout = "<HHIIIIIHHHHHH"
+    phentsize = fields.get("phentsize", len(entry))
+    phnum = fields.get("phnum", 1)
+    phoff = fields.get("phoff", header_size)
+    ident = b"\x7fELF" + bytes([elf_class, 1, 1, 0]) + bytes(8)
+    header = ident + struct.pack(
+        layout, e_type, machine, 1, 0, phoff, 0, 0, header_size, phentsize, phnum, 0, 0, 0
+    )
+    return (header + entry).ljust(size, b"\0")
+
+
 PROBLEM = {
-    "coredump": b"\x7fELF" + b"\0" * 4092,
+    "coredump": elf_core(),
     "executable": b"/usr/bin/crasher",
     "package": b"crasher-1.0-1",
     "os_release": b"TestOS release 1 (Demo)",

@@ -38,7 +38,14 @@ def settings_mapping(
     socket that does not exist, so no test reaches the host's own podman."""
     return {
         "data_dir": str(tmp_path / "data"),
-        "server": {"port": 0, "min_free_space_mib": 1, **server},
+        # The tests upload far more often than a client would; the limits have their own.
+        "server": {
+            "port": 0,
+            "min_free_space_mib": 1,
+            "creates_per_client": 10_000,
+            "uploads_per_client": 10_000,
+            **server,
+        },
         "builder": {"podman_url": podman_url or f"unix://{tmp_path}/no-podman.sock"},
         "releases": [
             {

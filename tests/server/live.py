@@ -23,7 +23,7 @@ from gevent.pywsgi import WSGIServer
 
 from retracer.server.app import create_app
 from retracer.server.config import Config
-from retracer.server.sendfile import SendfileHandler
+from retracer.server.connections import make_server
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class ThreadServer:
 
     def __init__(self, config: Config) -> None:
         self.app = create_app(config)
+        self._settings = config.server
         self._ready = threading.Event()
         self._server: WSGIServer | None = None
         self._hub: Any = None
@@ -50,14 +51,13 @@ class ThreadServer:
 
     def stop(self) -> None:
         if self._server is not None and self._hub is not None:
-            self._hub.loop.run_callback_threadsafe(self._server.stop)
+            # stop() waits for the connections' pool: not from a loop callback.
+            self._hub.loop.run_callback_threadsafe(gevent.spawn, self._server.stop)
         self._thread.join(10)
 
     def _run(self) -> None:
         self._hub = gevent.get_hub()
-        self._server = WSGIServer(
-            ("127.0.0.1", 0), self.app, log=None, handler_class=SendfileHandler
-        )
+        self._server = make_server(self.app, self._settings, listener=("127.0.0.1", 0), log=None)
         self._server.start()
         self._ready.set()
         self._server.serve_forever()

@@ -193,19 +193,6 @@ def test_unknown_task_is_404(served: Served, suffix: str) -> None:
     assert response.text == "There is no task '123456789' on this server.\n"
 
 
-def test_repeated_wrong_passwords_are_rate_limited(
-    serve: Callable[[Config], Served], server_config: Callable[..., Config]
-) -> None:
-    served = serve(server_config(password_failures_allowed=3))
-    task_id, password = create_task(served.url)
-    codes = [status(served.url, task_id, f"guess-{n}").status_code for n in range(3)]
-    assert codes == [403, 403, 403]
-    locked = status(served.url, task_id, password)
-    assert locked.status_code == 429
-    assert locked.text == f"Too many wrong passwords for task {task_id}; try again in 600 s.\n"
-    assert locked.headers["Retry-After"] == "600"
-
-
 def test_metrics_count_uploads(served: Served) -> None:
     body = abrt_archive()
     create_task(served.url)

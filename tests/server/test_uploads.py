@@ -17,7 +17,17 @@ import pytest
 import requests
 
 from retracer.server.config import Config
-from tests.server.archives import PROBLEM, Member, abrt_archive, gz, regular, tar, xz, xz_bomb
+from tests.server.archives import (
+    PROBLEM,
+    Member,
+    abrt_archive,
+    elf_core,
+    gz,
+    regular,
+    tar,
+    xz,
+    xz_bomb,
+)
 from tests.server.conftest import XZ_TAR, settings_mapping, upload
 from tests.server.live import Served, ServeProcess
 
@@ -115,18 +125,18 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
     ),
     "truncated stream": (
         NOISY[: len(NOISY) // 2],
-        500,
+        400,
         "The archive cannot be unpacked: the stream is truncated.\n",
     ),
     "not an archive": (
         b"just some text, long enough to be sniffed" * 20,
-        500,
+        400,
         "The archive cannot be unpacked: the upload is not xz, gzip or tar data.\n",
     ),
     # Plain tars take another path: member data is spliced from the socket to the file.
     "truncated plain tar": (
         tar(regular({**PROBLEM, "coredump": random.Random(5).randbytes(1 << 16)}))[:40000],
-        500,
+        400,
         "The archive cannot be unpacked: the member 'coredump' is truncated.\n",
     ),
     "oversize plain tar": (
@@ -141,7 +151,7 @@ HOSTILE: dict[str, tuple[bytes, int, str]] = {
     ),
     "corrupt xz": (
         NOISY[:2000] + bytes(2000) + NOISY[4000:],
-        500,
+        400,
         "The archive cannot be unpacked: the data is corrupt (Corrupt input data).\n",
     ),
 }
@@ -208,7 +218,8 @@ def test_real_compression_is_sniffed_whatever_the_label(
 
 
 def test_optional_members_are_accepted(served: Served) -> None:
-    files = {**PROBLEM, "rootdir": b"/var/lib/mock", "os_release_in_rootdir": b"TestOS 1",
+    files = {**PROBLEM, "rootdir": b"/var/lib/mock",
+             "os_release_in_rootdir": b"TestOS release 1 (Demo)",
              "packages": b"crasher-1.0-1.x86_64\n"}  # fmt: skip
     assert upload(served.url, abrt_archive(files)).status_code == 201
 
@@ -235,7 +246,7 @@ def test_truncated_body_leaves_nothing(
 def test_concurrent_uploads_get_distinct_tasks(
     served: Served, server_config: Callable[..., Config]
 ) -> None:
-    body = abrt_archive({**PROBLEM, "coredump": os.urandom(4 << 20)})
+    body = abrt_archive({**PROBLEM, "coredump": elf_core() + os.urandom(4 << 20)})
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: upload(served.url, body), range(8)))
     assert [r.status_code for r in responses] == [201] * 8
@@ -251,7 +262,7 @@ def test_status_polls_stay_fast_during_a_big_unpack(
     served = serve(server_config())
     create = upload(served.url, abrt_archive())
     task_id, password = create.headers["X-Task-Id"], create.headers["X-Task-Password"]
-    big = xz(tar(regular({**PROBLEM, "coredump": bytes(400 << 20)})))
+    big = xz(tar(regular({**PROBLEM, "coredump": elf_core(size=400 << 20)})))
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(upload, served.url, big)
         slowest = 0.0
@@ -299,7 +310,7 @@ def test_expect_100_continue_is_answered_before_the_body(served: Served) -> None
         assert connection.recv(4096).startswith(b"HTTP/1.1 201 ")
 
 
-BIG_CORE = random.Random(6).randbytes(1 << 20)  # more than any read buffer holds
+BIG_CORE = elf_core() + random.Random(6).randbytes(1 << 20)  # more than any read buffer holds
 
 
 @pytest.mark.parametrize("pack", [tar, lambda members: xz(tar(members))], ids=["plain", "xz"])

@@ -1,7 +1,7 @@
 """The queue and the worker, as processes: ``retracer serve`` spawns ``retracer worker``.
 
-The release has no repository and the uploaded core is not an ELF file, so the real
-analyzer fails fast with its own reason: a true failure path, with nothing mocked.
+The builder points at a podman socket that does not exist, so the real analyzer
+fails fast with its own reason: a true failure path, with nothing mocked.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from tests.server.archives import abrt_archive
 from tests.server.conftest import settings_mapping, upload
 from tests.server.live import ServeProcess
 
-NOT_ELF = "The core cannot be used: its ELF header is malformed."
+
+def no_podman(tmp_path: Path) -> str:
+    return (
+        f"The podman service at unix://{tmp_path}/no-podman.sock cannot be reached:"
+        " No such file or directory."
+    )
+
+
 ServeFactory = Callable[[dict[str, Any]], ServeProcess]
 
 
@@ -74,12 +81,13 @@ def test_a_failing_retrace_reports_the_analyzers_reason(
 
     backtrace = get(url, f"/{task_id}/backtrace", password)
     assert backtrace.status_code == 404
+    reason = no_podman(tmp_path)
     assert backtrace.text == (
-        f"The backtrace of task {task_id} is not available: the retrace failed ({NOT_ELF[:-1]}).\n"
+        f"The backtrace of task {task_id} is not available: the retrace failed ({reason[:-1]}).\n"
     )
     log = get(url, f"/{task_id}/log", backtrace.headers["X-Task-Password"])
     assert log.status_code == 200
-    assert log.text.endswith(f"Retrace failed: {NOT_ELF}\n")
+    assert log.text.endswith(f"Retrace failed: {reason}\n")
 
     crash = tmp_path / "data" / "spool" / "tasks" / task_id / "crash"
     assert not (crash / "coredump").exists()  # deleted after the retrace (keep_core: false)

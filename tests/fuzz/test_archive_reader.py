@@ -1,0 +1,79 @@
+"""Fuzz target: the archive reader and member checks (server.archive + Spool.unpack).
+
+Whatever the bytes, unpacking ends in a few ways only: success, or a ServerError
+with a 4xx status and one sentence; nothing but known problem files is written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from retracer.server.config import ServerSettings
+from retracer.server.errors import ServerError, status_of
+from retracer.server.spool import MEMBER_LIMITS, Spool
+from tests.fuzz.mutations import FUZZ_SETTINGS, corpus, keep_if_failing, mutated
+from tests.server import hostile
+from tests.server.archives import Member, regular, tar
+
+TARGET = "archive"
+SETTINGS = ServerSettings(max_unpacked_size_mib=2, min_free_space_mib=0, xz_memory_limit_mib=16)
+
+TARS = [
+    tar(regular()),
+    tar(regular(), format=tarfile.PAX_FORMAT),
+    tar([*regular(), Member("rootdir", b"/mock"), Member("packages", b"a-1-1.x86_64\n")]),
+    hostile.pax_global_chain(12),
+    hostile.gnu_longname_chain(12),
+    hostile.bad_sparse_map(),
+    hostile.negative_size(),
+    hostile.garbled_size_field(),
+]
+
+
+def unpack(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        spool = Spool(Path(scratch), SETTINGS)
+        crash = Path(scratch) / "crash"
+        try:
+            spool.unpack(io.BytesIO(data), crash)  # type: ignore[arg-type]
+        except ServerError as error:
+            assert 400 <= status_of(error) < 500, error.reason
+            assert "\n" not in error.reason and error.reason.endswith("."), error.reason
+        if crash.exists():
+            assert {p.name for p in crash.iterdir()} <= set(MEMBER_LIMITS)
+
+
+@pytest.mark.parametrize("path", corpus(TARGET), ids=lambda p: p.name)
+def test_corpus(path: Path) -> None:
+    unpack(path.read_bytes())
+
+
+@FUZZ_SETTINGS
+@given(
+    tar_data=mutated(TARS),
+    compression=st.sampled_from(["none", "xz", "gzip"]),
+)
+def test_mutated_tar_in_any_compression(tar_data: bytes, compression: str) -> None:
+    if compression == "xz":
+        data = lzma.compress(tar_data, preset=0)
+    elif compression == "gzip":
+        data = gzip.compress(tar_data, compresslevel=1)
+    else:
+        data = tar_data
+    keep_if_failing(TARGET, data, unpack)
+
+
+@FUZZ_SETTINGS
+@given(data=mutated([lzma.compress(t, preset=0) for t in TARS[:3]] + [hostile.huge_xz_dictionary()]
+                    + [gzip.compress(t) for t in TARS[:3]]))  # fmt: skip
+def test_mutated_compressed_stream(data: bytes) -> None:
+    keep_if_failing(TARGET, data, unpack)
