@@ -25,6 +25,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from retracer.server.api import client
 from retracer.server.auth import Access
 from retracer.server.config import Config
 from retracer.server.errors import (
@@ -101,7 +102,7 @@ def index() -> Response:
 def upload() -> Response:
     """The form's twin of ``/create``: the same service call, checks and sentences."""
     try:
-        created = service().create("POST", _form_upload())
+        created = service().create("POST", _form_upload(), client())
     except ServerError as error:
         return _index_page(error.reason, status_of(error))
     response = _page(
@@ -242,7 +243,7 @@ def _with_task(
 ) -> Response:
     """Authenticate through the Gatekeeper, run ``view``, and move the cookie along."""
     try:
-        access = service().authenticate(task_id, password)
+        access = service().authenticate(task_id, password, client())
     except (PasswordRefused, TooManyAttempts, TaskNotFound) as error:
         response = refused(task_id, error)
         security.forget_task_cookie(response, task_id)
