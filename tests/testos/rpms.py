@@ -32,6 +32,7 @@ class App:
     language: str = "c"  # or "c++"
     library_soname: str | None = None  # a shared library package, else a program
     uses: tuple[str, ...] = ()  # "<name>-<version>" of the library packages it links
+    cflags: str = ""  # on top of CFLAGS
 
     @property
     def nvr(self) -> str:
@@ -55,6 +56,9 @@ APPS = (
     App("libquiet", "1.1", "Callbacks without debuginfo", library_soname="libquiet.so.1"),
     App("quietcrash", "1.0", "Crashes in a callback from libquiet", uses=("libquiet-1.0",)),
     App("quietcrash", "1.1", "Crashes in a callback from libquiet", uses=("libquiet-1.1",)),
+    # One program, one crash per exploitable class (its first argument); the stack
+    # protector needs a canary in every function.
+    App("exploits", "1.0", "Crashes in the way its argument names", cflags="-fstack-protector-all"),
 )
 # Their -debuginfo packages are built but left out of the repository.
 DEBUGINFO_WITHHELD = ("libquiet",)
@@ -102,12 +106,13 @@ RPMBUILD_DEFINES = {
 
 def spec_for(app: App, libraries: dict[str, Path]) -> str:
     compiler = "g++" if app.language == "c++" else "gcc"
+    cflags = f"{CFLAGS} {app.cflags}".strip()
     sources = " ".join(
         sorted(p.name for p in app.source_dir.iterdir() if p.suffix in (".c", ".cpp"))
     )
     if app.library_soname:
         output = app.library_soname
-        build = f"{compiler} {CFLAGS} -fPIC -shared -Wl,-soname,{output} -o {output} {sources}"
+        build = f"{compiler} {cflags} -fPIC -shared -Wl,-soname,{output} -o {output} {sources}"
         installed = f"{LIBDIR}/{output}"
         requires = ""
     else:
@@ -115,7 +120,7 @@ def spec_for(app: App, libraries: dict[str, Path]) -> str:
         links = " ".join(
             f"-I{SOURCES / used} -L{libraries[used]} -l:{_soname_of(used)}" for used in app.uses
         )
-        build = f"{compiler} {CFLAGS} -o {output} {sources} {links} -Wl,-rpath,{LIBDIR}"
+        build = f"{compiler} {cflags} -o {output} {sources} {links} -Wl,-rpath,{LIBDIR}"
         installed = f"/usr/bin/{output}"
         requires = "\n".join(f"Requires: {used.rsplit('-', 1)[0]}" for used in app.uses)
     return SPEC.format(
