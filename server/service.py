@@ -39,6 +39,7 @@ FINISHED_MESSAGES = {
 DOCUMENTS = {
     "backtrace": TaskState.FINISHED_SUCCESS,
     "backtrace.json": TaskState.FINISHED_SUCCESS,
+    "core_backtrace": TaskState.FINISHED_SUCCESS,
     "log": None,  # once finished, either way
 }
 
@@ -171,5 +172,9 @@ class RetraceService:
         return text
 
     def exploitable(self, task: Task) -> str:
-        """This server does not rate exploitability; 404 tells ABRT clients "no info"."""
-        raise NoExploitableInfo(task.id)
+        """The two-line rating; NoExploitableInfo (404, "no info" to ABRT clients) when
+        the task has not finished well or was retraced before ratings existed."""
+        text = self._spool.read(task.id, "exploitable") if task.state.finished else None
+        if task.state is not TaskState.FINISHED_SUCCESS or text is None:
+            raise NoExploitableInfo(task.id)
+        return text

@@ -37,6 +37,8 @@ MAX_ATTEMPTS = 3
 OUTCOME = "outcome.json"
 BACKTRACE = "backtrace"
 REPORT = "backtrace.json"
+CORE_BACKTRACE = "core_backtrace"
+EXPLOITABLE = "exploitable"
 
 
 def run(config: Config) -> None:
@@ -124,7 +126,9 @@ class Worker:
             spool.append_log(task_id, f"Retrace failed: {INTERNAL_ERROR}")
             return Outcome(False, INTERNAL_ERROR)
         spool.write_result(task_id, BACKTRACE, result.backtrace)
-        spool.write_result(task_id, REPORT, json.dumps(result.report))
+        spool.write_result(task_id, REPORT, json.dumps(result.report.to_json()))
+        spool.write_result(task_id, CORE_BACKTRACE, json.dumps(result.report.core_backtrace()))
+        spool.write_result(task_id, EXPLOITABLE, result.report.exploitable_text())
         spool.append_log(task_id, "Retrace finished successfully")
         return Outcome(True, None)
 
