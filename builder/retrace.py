@@ -16,6 +16,7 @@ from pathlib import Path
 
 from retracer.builder.early import EarlyRun
 from retracer.builder.environment import Environments
+from retracer.builder.errors import BuilderError
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
 from retracer.builder.model import (
     Module,
@@ -29,7 +30,7 @@ from retracer.builder.problem import Problem, read_problem
 from retracer.builder.report import Facts, build_report, split_output
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
-from retracer.sync.errors import PackageNotFound
+from retracer.sync.errors import PackageNotFound, SyncError
 from retracer.sync.index import RepositoryIndex
 from retracer.sync.model import Package, PackageSet
 from retracer.sync.settings import ReleaseSettings
@@ -71,6 +72,16 @@ class Analyzer:
 
     def index(self, release: ReleaseSettings) -> RepositoryIndex:
         return self._indexes[release.id]
+
+    def result_key(self, problem_dir: Path) -> str | None:
+        """``<release id>:<metadata revision>`` of the crash in ``problem_dir``: an
+        identical core with the same key has the same result. None when the crash or
+        the repository cannot say (the retrace then tells why)."""
+        try:
+            problem = read_problem(problem_dir, self.releases)
+            return f"{problem.release.id}:{self.index(problem.release).revision()}"
+        except (BuilderError, SyncError):
+            return None
 
     def retrace(self, problem_dir: Path, observer: RetraceObserver | None = None) -> RetraceResult:
         """Produce the backtrace of the crash in ``problem_dir``.

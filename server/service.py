@@ -129,7 +129,7 @@ class RetraceService:
             task_id = new_task_id()
             if self._store.exists(task_id) or not self._spool.admit(received.token, task_id):
                 continue
-            if self._store.insert(task_id, digest(password)):
+            if self._store.insert(task_id, digest(password), core_sha256=received.core_sha256):
                 break
         self._queue.put(task_id)
         self._metrics.accepted(received.packed_bytes)

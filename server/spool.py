@@ -22,6 +22,7 @@ writer here refuses a sealed task.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import secrets
@@ -96,6 +97,8 @@ class Received:
     packed_bytes: int
     unpacked_bytes: int
     members: tuple[str, ...]
+    # SHA-256 of the core, hashed as it arrived: identical cores share a result.
+    core_sha256: str | None = None
 
 
 class Spool:
@@ -152,7 +155,7 @@ class Spool:
         folder = self._incoming / token
         folder.mkdir(mode=0o700)
         try:
-            members, unpacked = self._pump(
+            members, unpacked, core_sha256 = self._pump(
                 upload.stream,
                 upload.content_length,
                 lambda reader: self.unpack(reader, folder / "crash"),
@@ -166,7 +169,7 @@ class Spool:
         except BaseException:
             _remove_tree(folder)
             raise
-        return Received(token, upload.content_length, unpacked, members)
+        return Received(token, upload.content_length, unpacked, members, core_sha256)
 
     def admit(self, token: str, task_id: str) -> bool:
         """Move a received upload to its task's folder; False if that folder exists."""
@@ -199,10 +202,10 @@ class Spool:
         if free - incoming_bytes < self._settings.min_free_space_mib << 20:
             raise InsufficientStorage()
 
-    def unpack(self, raw: IO[bytes], crash: Path) -> tuple[tuple[str, ...], int]:
+    def unpack(self, raw: IO[bytes], crash: Path) -> tuple[tuple[str, ...], int, str | None]:
         """Unpack the archive read from ``raw`` into the new folder ``crash``.
 
-        Returns the member names and the unpacked bytes.
+        Returns the member names, the unpacked bytes and the core's SHA-256.
 
         Raises:
             ArchiveRejected, UploadTooLarge, InsufficientStorage, UnpackFailed.
@@ -223,7 +226,7 @@ class Spool:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return members.names, members.total
+        return members.names, members.total, members.core_sha256
 
     # Task files
 
@@ -308,6 +311,7 @@ class _Extractor:
         self._require_space = require_space
         self._seen: list[str] = []
         self.total = 0
+        self.core_sha256: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -320,7 +324,9 @@ class _Extractor:
         if self.total > self._cap:
             raise UploadTooLarge("unpacked", self._settings.max_unpacked_size_mib)
         self._require_space(member.size)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        # The core is read back as it is written, to hash the bytes splice moved.
+        access = os.O_RDWR if member.name == CORE else os.O_WRONLY
+        flags = access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = os.open(member.name, flags, 0o600, dir_fd=self._dir_fd)
         try:
             if member.name == CORE:
@@ -328,8 +334,11 @@ class _Extractor:
                 # from here; the task's private folders keep everyone else out. (Not
                 # readable, every retrace would first copy the core.)
                 os.fchmod(fd, 0o644)
-            if stream.copy_to(fd, member) != member.size:
+            digest = hashlib.sha256() if member.name == CORE else None
+            if stream.copy_to(fd, member, digest) != member.size:
                 raise UnpackFailed(f"the member {member.name!r} is truncated")
+            if digest is not None:
+                self.core_sha256 = digest.hexdigest()
             os.fsync(fd)
         finally:
             os.close(fd)

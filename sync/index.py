@@ -120,6 +120,17 @@ class RepositoryIndex:
             for b in wanted
         }
 
+    def revision(self) -> str:
+        """Names the repositories' current metadata: it changes with any package change.
+
+        Raises:
+            RepositoryUnavailable: a repository has no readable metadata.
+        """
+        digest = hashlib.sha256(self.release.id.encode())
+        for repository in self.release.repositories:
+            digest.update(_filelists(repository).checksum.encode())
+        return digest.hexdigest()[:24]
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         path = self._current_index()
