@@ -16,7 +16,7 @@ from pathlib import Path
 
 from retracer.builder.early import EarlyRun
 from retracer.builder.environment import Environments
-from retracer.builder.errors import BuilderError
+from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
 from retracer.builder.model import (
     Module,
@@ -134,7 +134,12 @@ class Analyzer:
                         output = sandbox.run(spec)
                 environments.remember_for(problem.program, environment.image)
             run.stage(Stage.CLEANING)
-        text, data = split_output(output.stdout, marker)
+        try:
+            text, data = split_output(output.stdout, marker)
+        except SandboxFailed as error:
+            said = [line for line in output.stderr.splitlines() if line.strip()][-1:]
+            log.warning("gdb: %s; its last words: %s", error.reason, said)
+            raise
         report = build_report(
             data,
             Facts(
