@@ -5,8 +5,10 @@ too: whatever it prints, the parser returns a Report whose every view works, or
 raises SandboxFailed, never anything else.
 
 The corpus (``corpus/gdb_report/``) holds real driver documents (the testos crashes
-crasher, threadcrash and exploit-jump) and what fuzzing found worth keeping; each
-file is checked as it is, and hypothesis mutates documents of the driver's shape.
+crasher, threadcrash and exploit-jump) and ``edge-*.json``, the kinds of input the
+fuzzer broke the parser with when its type checks were taken out (a bool for an
+int, frames that are not a list, a rating of 9...). Each file is checked as it is,
+and hypothesis mutates the real documents.
 CI runs ``FUZZ_EXAMPLES`` examples (100 by default, about ten seconds). To fuzz longer::
 
     FUZZ_EXAMPLES=200000 .venv/bin/pytest tests/fuzz -q

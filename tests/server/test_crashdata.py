@@ -144,6 +144,17 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     assert "retracer_results_reused_total 1.0" in metrics
 
+    # The very same archive again: reused too, with yet another password.
+    third_id, third_password = create(url, crash.archive)
+    assert wait_finished(url, third_id, third_password, timeout=600)[0] == "FINISHED_SUCCESS"
+    assert third_password not in (first_password, second_password)
+    assert "Result reused" in get(url, f"/{third_id}/log", third_password).text
+    assert (
+        get(url, f"/{third_id}/backtrace", third_password).text
+        == get(url, f"/{first_id}/backtrace", first_password).text
+    )
+    assert "retracer_results_reused_total 2.0" in requests.get(f"{url}/metrics", timeout=10).text
+
     # One byte more makes another core of the same program: a real retrace.
     other_id, other_password = upload(
         url, plain_tar(crash.problem_dir, crash.core.read_bytes() + b"\0"), "application/x-tar"
@@ -153,4 +164,4 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
     assert "Result reused" not in log
     assert "running gdb" in log
     assert crash.crash_function in get(url, f"/{other_id}/backtrace", other_password).text
-    assert "retracer_results_reused_total 1.0" in requests.get(f"{url}/metrics", timeout=10).text
+    assert "retracer_results_reused_total 2.0" in requests.get(f"{url}/metrics", timeout=10).text
