@@ -15,14 +15,16 @@ MARKER = "----- retracer report 5f0c1d2e -----"
 
 
 def test_a_marker_printed_by_the_core_does_not_split_the_output() -> None:
-    # A string in the core's memory (say a local) that looks like a marker, even
-    # this run's, printed before the real one: the first full marker line wins, and
-    # a forged marker cannot be this run's, which is random.
-    text = '#0 f (s=0x1 "----- retracer report -----")\n'
-    stdout = f"{text}{MARKER}\n{json.dumps({'threads': []})}\n"
+    # The old fixed marker in the core's memory, printed in the text (a local) and
+    # again in the JSON after the real marker: only this run's marker, which is
+    # random, splits the output.
+    fixed = "----- retracer report -----"
+    text = f'#0 f (s=0x1 "{fixed}")\n'
+    document = {"threads": [], "local": fixed + "\n" + fixed}
+    stdout = f"{text}{MARKER}\n{json.dumps(document)}\n"
     found, data = split_output(stdout, MARKER)
     assert found == text
-    assert data == {"threads": []}
+    assert data == document
 
 
 @pytest.mark.parametrize(
