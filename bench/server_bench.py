@@ -14,6 +14,13 @@
    worker retraces tasks (they fail fast: the release has no repository) and new
    tasks keep arriving. Target: p99 < 50 ms and no errors. ``--interval 0`` polls
    back to back, which measures saturation instead (latency = pollers / throughput).
+3. Repeated cores (``--repeat-rounds``, 0 skips; needs the testos release and podman,
+   as the tests do): time from the POST to FINISHED_SUCCESS, seen by a client polling
+   every 20 ms and as server time (created to finished in the task store), for the
+   crasher core uploaded again (its result is reused) against a warm retrace of the
+   same core with a few bytes appended (a different core each round: base image,
+   environment and repository index are cached, gdb runs). Rounds interleave the two; medians.
+   Target: reuse under 1 s of server time.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
+import io  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
@@ -55,6 +63,8 @@ def main() -> None:
     parser.add_argument("--profiles", default="seed,abrt", help="protocol profiles to poll")
     parser.add_argument("--pollers", type=int, default=200)
     parser.add_argument("--polls", type=int, default=30)
+    parser.add_argument("--repeat-rounds", type=int, default=5)
+    parser.add_argument("--skip-upload-and-polls", action="store_true")
     parser.add_argument(
         "--interval", type=float, default=0.5,
         help="seconds between one poller's polls (jittered); 0 polls back to back",
@@ -62,9 +72,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="retracer-bench-", dir=Path.home()) as scratch:
         root = Path(scratch)
-        upload_bench(root, args.size_mib)
-        for protocol in args.profiles.split(","):
-            poll_bench(root / protocol, args.pollers, args.polls, args.interval, protocol)
+        if not args.skip_upload_and_polls:
+            upload_bench(root, args.size_mib)
+            for protocol in args.profiles.split(","):
+                poll_bench(root / protocol, args.pollers, args.polls, args.interval, protocol)
+        if args.repeat_rounds:
+            repeat_bench(root / "repeat", args.repeat_rounds)
 
 
 # Upload throughput
@@ -215,11 +228,75 @@ def poll_bench(root: Path, pollers: int, polls: int, interval: float, protocol: 
     row("errors", len(errors), 0)
 
 
+# Repeated cores
+
+
+def repeat_bench(root: Path, rounds: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
+    from retracer.server.tasks import TaskStore
+    from tests.podman_service import PodmanLauncher
+    from tests.testos import build_testos
+    from tests.testos.problem import ARCHIVE_MEMBERS
+
+    testos = build_testos()
+    crash = testos.crashes["crasher"]
+    root.mkdir(parents=True)
+    core = crash.core.read_bytes()
+    same = root / "same.tar"
+    # A different core each round (a few bytes appended), or its second copy is reused.
+    others = [root / f"other-{n}.tar" for n in range(rounds)]
+    cores = [core, *(core + f"round {n}".encode() for n in range(rounds))]
+    for path, data in zip([same, *others], cores, strict=True):
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+            for name in ARCHIVE_MEMBERS:
+                member = data if name == "coredump" else (crash.problem_dir / name).read_bytes()
+                info = tarfile.TarInfo(name)
+                info.size = len(member)
+                archive.addfile(info, io.BytesIO(member))
+    (root / "podman").mkdir()
+    launcher = PodmanLauncher(root / "podman")
+    service = launcher.start()
+    server = Server(
+        root / "serve", max_unpacked_size_mib=1024, protocol="abrt", worker=True,
+        builder={"podman_url": service.url, "name_prefix": "retracer-bench"},
+        releases=[testos.release_config()],
+    )  # fmt: skip
+    runs: dict[str, list[tuple[float, str]]] = {"reused": [], "retraced": []}
+    try:
+        print("warming up: a first retrace of the crasher core ...", flush=True)
+        server.finish(same)
+        for other in others:
+            for label, path in (("retraced", other), ("reused", same)):
+                runs[label].append(server.finish(path))
+        store = TaskStore.in_data_dir(root / "serve" / "data")
+        timings: dict[str, list[tuple[float, float]]] = {}
+        for label, done in runs.items():
+            tasks = [(client, store.get(task_id)) for client, task_id in done]
+            timings[label] = [(c, (t.finished or 0.0) - t.created) for c, t in tasks]
+        store.close()
+    finally:
+        server.stop()
+        launcher.stop()
+    reused = [statistics.median(t[i] for t in timings["reused"]) for i in (0, 1)]
+    retraced = [statistics.median(t[i] for t in timings["retraced"]) for i in (0, 1)]
+    print()
+    row(f"repeated core, median of {rounds}", "reused", "warm retrace", "ratio")
+    row("to FINISHED_SUCCESS, client (s)", reused[0], retraced[0], reused[0] / retraced[0])
+    row("to FINISHED_SUCCESS, server (s)", reused[1], retraced[1], reused[1] / retraced[1],
+        "target: reused < 1 s")  # fmt: skip
+
+
 class Server:
     """``retracer serve`` on a free port, with its own data directory."""
 
     def __init__(
-        self, root: Path, max_unpacked_size_mib: int, protocol: str, worker: bool = False
+        self,
+        root: Path,
+        max_unpacked_size_mib: int,
+        protocol: str,
+        worker: bool = False,
+        builder: dict[str, str] | None = None,
+        releases: list[dict[str, object]] | None = None,
     ) -> None:
         root.mkdir(parents=True)
         config = {
@@ -245,6 +322,10 @@ class Server:
                 }
             ],
         }
+        if builder:
+            config["builder"] = builder
+        if releases:
+            config["releases"] = releases
         (root / "retracer.yaml").write_text(yaml.safe_dump(config))
         self.log = root / "serve.log"
         command = [
@@ -284,6 +365,24 @@ class Server:
             response.getheader("X-Task-Id") or "",
             response.getheader("X-Task-Password") or "",
         )
+
+    def finish(self, path: Path) -> tuple[float, str]:
+        """Upload a plain tar and poll (abrt profile) every 20 ms until it finished;
+        returns the seconds the client waited and the task id."""
+        started = time.monotonic()
+        status, (task_id, password) = self.post_file(path, "application/x-tar")
+        assert status == 201, status
+        while True:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            connection.request("GET", f"/{task_id}", headers={"X-Task-Password": password})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            state = response.getheader("X-Task-Status") or ""
+            if state.startswith("FINISHED"):
+                assert state == "FINISHED_SUCCESS", (state, self.log.read_text()[-2000:])
+                return time.monotonic() - started, task_id
+            time.sleep(0.02)
 
     def created(self) -> int:
         return self._created

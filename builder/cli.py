@@ -49,15 +49,20 @@ class _StderrObserver:
 
 @click.command("retrace")
 @click.argument("problem", type=click.Path(exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON report, not the text.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print satyr's core_backtrace JSON, not the text."
+)
+@click.option("--report", "as_report", is_flag=True, help="Print the whole JSON report.")
 @click.option("--quiet", is_flag=True, help="Do not show progress on stderr.")
 @click.pass_obj
-def retrace_command(source: _Source, problem: Path, as_json: bool, quiet: bool) -> None:
+def retrace_command(
+    source: _Source, problem: Path, as_json: bool, as_report: bool, quiet: bool
+) -> None:
     """Retrace the crash in PROBLEM: an ABRT problem directory, or the archive
     abrt-retrace-client uploads.
 
-    Prints the backtrace (or with --json the report) and exits 0; on failure
-    prints the reason and exits 1.
+    Prints the backtrace (or with --json satyr's core_backtrace, with --report the
+    whole report) and exits 0; on failure prints the reason and exits 1.
     """
     config = source.load()
     analyzer = Analyzer(config.builder, config.releases, config.data_dir / "builder")
@@ -69,7 +74,9 @@ def retrace_command(source: _Source, problem: Path, as_json: bool, quiet: bool) 
         except (BuilderError, SyncError) as error:
             click.echo(f"retracer: {error.reason}", err=True)
             sys.exit(1)
-    if as_json:
-        click.echo(json.dumps(result.report, indent=2))
+    if as_report:
+        click.echo(json.dumps(result.report.to_json(), indent=2))
+    elif as_json:
+        click.echo(json.dumps(result.report.core_backtrace(), indent=2))
     else:
         click.echo(result.backtrace, nl=False)

@@ -19,7 +19,7 @@ _MAX_MODULES = 4096
 _LINE = re.compile(
     r"^0x(?P<start>[0-9a-f]{1,16})\+0x(?P<size>[0-9a-f]{1,16})"
     r" (?P<build_id>[0-9a-f]{2,128}|-)(?:@0x[0-9a-f]{1,16})?"
-    r" \S+ \S+ (?P<name>\S.{0,1023})$"
+    r" (?P<file>\S+) \S+ (?P<name>\S.{0,1023})$"
 )
 _SAFE_PATH = re.compile(r"^/[\w.+@%=,:~/-]{1,1023}$")
 
@@ -59,7 +59,10 @@ def parse_modules(text: str, executable: str) -> tuple[Module, ...]:
         if found is None or found["build_id"] == "-":
             continue
         name = found["name"]
+        # Libraries are named by soname; their file (found in the sandbox) has the path.
         path = executable if name == "[exe]" else name
+        if not path.startswith("/") and found["file"].startswith("/"):
+            path = found["file"]
         if name.startswith("[vdso") or not _SAFE_PATH.match(path) or "/../" in path:
             continue
         module = Module(

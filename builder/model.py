@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from retracer.sync.model import Package, PackageSet
+
+if TYPE_CHECKING:
+    from retracer.builder.report import Report
 
 
 class Stage(enum.Enum):
@@ -59,8 +62,8 @@ class RetraceResult:
     crashed_package: str
     # What ABRT shows: every thread's backtrace, libraries, registers, disassembly.
     backtrace: str
-    # Threads, frames and modules as data (see builder/report.py for the shape).
-    report: dict[str, Any]
+    # Threads, frames, modules, the exploitable rating and satyr's shape, as data.
+    report: Report
     package_set: PackageSet
     modules: tuple[ResolvedModule, ...]
     # The image gdb ran in, and whether it came from the cache (nothing was installed).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -21,6 +22,7 @@ from retracer.builder.debuginfod import (
 )
 from retracer.builder.early import EarlyRun
 from retracer.builder.environment import CacheUsage, Environments, cache_usage
+from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
 from retracer.builder.model import (
     Module,
@@ -31,17 +33,20 @@ from retracer.builder.model import (
     StepTiming,
 )
 from retracer.builder.problem import Problem, read_problem
-from retracer.builder.report import describe_modules, locate_frames, parse_gdb_output
+from retracer.builder.report import Facts, build_report, split_output
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
-from retracer.sync.errors import PackageNotFound
+from retracer.sync.errors import PackageNotFound, SyncError
 from retracer.sync.index import RepositoryIndex
 from retracer.sync.model import Package, PackageSet
 from retracer.sync.settings import ReleaseSettings
 
 log = logging.getLogger(__name__)
 
-DRIVER_IN_SANDBOX = "/retrace/gdb_report.py"
+DRIVER_DIR_IN_SANDBOX = "/retrace/driver"
+DRIVER_IN_SANDBOX = f"{DRIVER_DIR_IN_SANDBOX}/gdb_report.py"
+# The driver and the modules it imports, mounted together.
+DRIVER_FILES = ("gdb_report.py", "exploitable.py")
 
 
 class _Silent:
@@ -75,6 +80,16 @@ class Analyzer:
     def index(self, release: ReleaseSettings) -> RepositoryIndex:
         return self._indexes[release.id]
 
+    def result_key(self, problem_dir: Path) -> str | None:
+        """``<release id>:<metadata revision>`` of the crash in ``problem_dir``: an
+        identical core with the same key has the same result. None when the crash or
+        the repository cannot say (the retrace then tells why)."""
+        try:
+            problem = read_problem(problem_dir, self.releases)
+            return f"{problem.release.id}:{self.index(problem.release).revision()}"
+        except (BuilderError, SyncError):
+            return None
+
     def retrace(self, problem_dir: Path, observer: RetraceObserver | None = None) -> RetraceResult:
         """Produce the backtrace of the crash in ``problem_dir``.
 
@@ -83,6 +98,8 @@ class Analyzer:
             SyncError: the release is unknown or its repository lacks a package.
         """
         run = _Run(observer or _Silent())
+        # Separates gdb's text from its JSON; random, so that no core can forge it.
+        marker = f"----- retracer report {secrets.token_hex(16)} -----"
         run.stage(Stage.ANALYZING)
         with run.step("reading the problem directory"):
             problem = read_problem(problem_dir, self.releases)
@@ -93,7 +110,7 @@ class Analyzer:
                 base = environments.base_image(problem.release)
             with (
                 _readable_core(problem.core, self._scratch) as core,
-                self._early_gdb(sandbox, environments, problem, core, run) as early,
+                self._early_gdb(sandbox, environments, problem, core, marker, run) as early,
             ):
                 with run.step("inspecting the core"):
                     modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
@@ -126,32 +143,36 @@ class Analyzer:
                 with run.step("running gdb"):
                     output = early.take() if early is not None else None
                     if output is None:
-                        output = sandbox.run(self._gdb_spec(environment.image, core, problem))
+                        spec = self._gdb_spec(environment.image, core, problem, marker)
+                        output = sandbox.run(spec)
                 environments.remember_for(problem.program, environment.image)
             run.stage(Stage.CLEANING)
-        report = parse_gdb_output(output.stdout)
-        locate_frames(report.data, modules)
-        data = {
-            "release": problem.release.id,
-            "executable": problem.executable,
-            "package": crashed.nevra,
-            **report.data,
-            "modules": describe_modules(resolved),
-            "missing_debuginfo": [
-                {"path": r.module.path, "build_id": r.module.build_id}
-                for r in resolved
-                if r.debuginfo is None and r.module.build_id not in fetched
-            ],
-            "debuginfo_sources": debuginfo_sources(resolved, fetched),
-            "packages": [p.nevra for p in package_set.packages],
-            "environment_cached": environment.cached,
-        }
+        try:
+            text, data = split_output(output.stdout, marker)
+        except SandboxFailed as error:
+            said = [line for line in output.stderr.splitlines() if line.strip()][-1:]
+            log.warning("gdb: %s; its last words: %s", error.reason, said)
+            raise
+        report = build_report(
+            data,
+            Facts(
+                release=problem.release.id,
+                executable=problem.executable,
+                package=crashed.nevra,
+                component=crashed.name,
+                mapped=tuple(modules),
+                resolved=resolved,
+                packages=tuple(p.nevra for p in package_set.packages),
+                debuginfo_sources=debuginfo_sources(resolved, fetched),
+                environment_cached=environment.cached,
+            ),
+        )
         return RetraceResult(
             release_id=problem.release.id,
             executable=problem.executable,
             crashed_package=crashed.nevra,
-            backtrace=report.backtrace,
-            report=data,
+            backtrace=text,
+            report=report,
             package_set=package_set,
             modules=resolved,
             environment_image=environment.image,
@@ -166,6 +187,7 @@ class Analyzer:
         environments: Environments,
         problem: Problem,
         core: Path,
+        marker: str,
         run: _Run,
     ) -> Iterator[EarlyRun | None]:
         """gdb already running in the environment the last crash of this program
@@ -174,7 +196,7 @@ class Analyzer:
         if image is None:
             yield None
             return
-        with EarlyRun(sandbox, self._gdb_spec(image, core, problem)) as early:
+        with EarlyRun(sandbox, self._gdb_spec(image, core, problem, marker)) as early:
             run.log(f"gdb started early in {image}, which the last crash of this program needed")
             yield early
 
@@ -227,39 +249,60 @@ class Analyzer:
                     entry.unlink(missing_ok=True)
 
     def _gdb_driver(self) -> Path:
-        """The gdb driver, copied under state_dir once per content."""
-        if self._driver is None or not self._driver.exists():
-            source = resources.files("retracer.images").joinpath("gdb_report.py").read_bytes()
-            digest = hashlib.sha256(source).hexdigest()[:16]
-            driver = self.state_dir / "drivers" / f"gdb_report-{digest}.py"
-            if not driver.exists():
-                driver.parent.mkdir(parents=True, exist_ok=True)
-                fd, staging = tempfile.mkstemp(dir=driver.parent)
-                with os.fdopen(fd, "wb") as file:
-                    file.write(source)
-                os.chmod(staging, 0o644)
-                os.replace(staging, driver)
-            self._driver = driver
+        """The folder holding the gdb driver and its modules, copied under state_dir
+        once per content."""
+        if self._driver is None or not self._driver.is_dir():
+            package = resources.files("retracer.images")
+            sources = {name: package.joinpath(name).read_bytes() for name in DRIVER_FILES}
+            digest = hashlib.sha256(b"".join(sources[name] for name in DRIVER_FILES))
+            folder = self.state_dir / "drivers" / f"gdb-{digest.hexdigest()[:16]}"
+            if not folder.is_dir():
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(dir=folder.parent))
+                for name, source in sources.items():
+                    (staging / name).write_bytes(source)
+                    os.chmod(staging / name, 0o644)
+                os.chmod(staging, 0o755)
+                try:
+                    os.rename(staging, folder)
+                except OSError:  # another worker made it first
+                    shutil.rmtree(staging, ignore_errors=True)
+            self._driver = folder
         return self._driver
 
-    def _gdb_spec(self, image: str, core: Path, problem: Problem) -> RunSpec:
+    def _gdb_spec(self, image: str, core: Path, problem: Problem, marker: str) -> RunSpec:
         driver = self._gdb_driver()
+        limits = self.settings.limits
         cache = debuginfod_cache_mount(self.settings, self._debuginfod_cache)
         return RunSpec(
             image=image,
-            command=["gdb", "-nx", "-batch", *cache.gdb_options, "-x", DRIVER_IN_SANDBOX],
+            # auto-load off before anything is loaded: packages' scripts never run.
+            command=[
+                "gdb",
+                "-nx",
+                "-iex",
+                "set auto-load off",
+                "-batch",
+                *cache.gdb_options,
+                "-x",
+                DRIVER_IN_SANDBOX,
+            ],
             step="gdb",
             timeout=self._timeout,
             mounts=[
                 BindMount(core, CORE_IN_SANDBOX),
-                BindMount(driver, DRIVER_IN_SANDBOX),
+                BindMount(driver, DRIVER_DIR_IN_SANDBOX),
                 *cache.mounts,
             ],
             environment={
                 "RETRACER_CORE": CORE_IN_SANDBOX,
                 "RETRACER_EXECUTABLE": problem.executable,
+                "RETRACER_MARKER": marker,
+                "RETRACER_TEXT_CAP": str(limits.gdb_text_max_mib << 20),
                 "HOME": "/tmp",
             },
+            # The text is capped by the driver; the JSON gets as much again.
+            max_stdout_bytes=limits.gdb_text_max_mib << 21,
         )
 
 

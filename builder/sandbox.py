@@ -15,7 +15,7 @@ import socket
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -65,6 +65,8 @@ class RunSpec:
     # The container's name (from ``Sandbox.new_name``), for a caller that may need to
     # kill it from another thread; a fresh one by default.
     name: str | None = None
+    # stdout beyond this many bytes is not read (podman still stores it, on disk).
+    max_stdout_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,18 @@ class RunOutput:
     stderr: str
     oom_killed: bool
     seconds: float
+
+
+def _read_capped(chunks: Iterable[bytes], cap: int | None) -> bytes:
+    """Joined chunks, stopping once more than ``cap`` bytes arrived (then cut to cap)."""
+    parts, total = [], 0
+    for chunk in chunks:
+        parts.append(chunk)
+        total += len(chunk)
+        if cap is not None and total > cap:
+            break
+    data = b"".join(parts)
+    return data if cap is None else data[:cap]
 
 
 class Sandbox:
@@ -157,7 +171,9 @@ class Sandbox:
             if exit_code != 0:  # only a failure needs to know why
                 container.reload()
                 oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            stdout = b"".join(container.logs(stdout=True, stderr=False, stream=False))
+            stdout = _read_capped(
+                container.logs(stdout=True, stderr=False, stream=True), spec.max_stdout_bytes
+            )
             stderr = b"".join(container.logs(stdout=False, stderr=True, stream=False))
             if spec.commit_to and exit_code == 0:
                 repository, _, tag = spec.commit_to.rpartition(":")

@@ -14,6 +14,9 @@ class SandboxLimits:
     cpus: float = 1.0
     gdb_timeout_seconds: float = 300.0
     install_timeout_seconds: float = 600.0
+    # gdb's backtrace text is cut here, with a line saying so; its JSON may take as
+    # much again, and output beyond both is never read.
+    gdb_text_max_mib: int = 16
     # podman here cannot raise rlimits (no CAP_SYS_RESOURCE), so they are always explicit.
     nofile: int = 4096
     nproc: int = 4096

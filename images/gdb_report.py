@@ -3,20 +3,42 @@
 It loads the executable and the core named by the environment, then prints the
 text ABRT shows (every thread's full backtrace, shared libraries, registers,
 disassembly around the faulting pc, the abort message) followed by a marker line
-and one JSON document describing the same threads and frames as data. It uses
-only gdb and the standard library: it runs in the release's own gdb.
+and one JSON document describing the same threads and frames as data, with an
+exploitable rating (see :mod:`retracer.images.exploitable`, which gdb loads from
+beside this file). It uses only gdb and the standard library: it runs in the
+release's own gdb.
+
+The marker is random per run (``RETRACER_MARKER``), so no core can forge it; the
+text has its control characters escaped and is cut at ``RETRACER_TEXT_CAP`` bytes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sys
 
-# Separates the text from the JSON; the host's parser imports it from here.
-MARKER = "----- retracer report -----"
 MAX_FRAMES = 256
+MAX_THREADS = 4096
 MAX_VALUE = 200
+# Control characters other than newline and tab (C0, DEL and C1): a core's strings
+# must not reach a terminal or a web page as escape sequences.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def capped(text: str, cap: int) -> str:
+    """``text`` cut at ``cap`` bytes of UTF-8, with a line saying so."""
+    data = text.encode()
+    if len(data) <= cap:
+        return text
+    kept = data[:cap].decode(errors="ignore")
+    return f"{kept.rsplit(chr(10), 1)[0]}\n[gdb output truncated at {cap / (1 << 20):g} MiB]\n"
 
 
 def execute(command: str) -> str:
@@ -35,6 +57,7 @@ def setup() -> None:
         "print frame-arguments scalars",
         "print elements 128",
         "debuginfod enabled off",  # no network in the sandbox anyway
+        "auto-load off",  # scripts shipped by packages never run (also set by -iex)
     ):
         execute(f"set {setting}")
 
@@ -145,19 +168,25 @@ def disassembly() -> str:
 
 
 def main() -> None:
+    marker = os.environ["RETRACER_MARKER"]
+    text_cap = int(os.environ.get("RETRACER_TEXT_CAP", str(16 << 20)))
     setup()
     load(os.environ.get("RETRACER_EXECUTABLE", ""), os.environ["RETRACER_CORE"])
     crashed = gdb.selected_thread()
     crashed_num = crashed.num if crashed is not None else 1
     info = signal_info()
     message = abort_message()
+    observed = exploitable.observe(gdb, crashed_num)
 
     threads = [
         describe_thread(t, crashed_num)
-        for t in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num)
+        for t in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num)[:MAX_THREADS]
     ]
     crash_thread = next((t for t in threads if t["crashed"]), threads[0] if threads else None)
     thrown = throw_site(crash_thread["frames"]) if crash_thread else None  # type: ignore[arg-type]
+    frames: list[dict[str, object]] = crash_thread["frames"] if crash_thread else []  # type: ignore[assignment]
+    functions = [str(f["function"]) for f in frames if f["function"]]
+    rating = exploitable.rate(observed, functions, message)
 
     for thread in gdb.selected_inferior().threads():
         if thread.num == crashed_num:
@@ -174,8 +203,8 @@ def main() -> None:
         sections.append(
             "Uncaught C++ exception thrown in {function} at {file}:{line}\n".format(**thrown)
         )
-    print("\n".join(sections), end="")
-    print(MARKER)
+    print(capped(escape_controls("\n".join(sections)), text_cap), end="")
+    print(marker)
     print(
         json.dumps(
             {
@@ -183,6 +212,8 @@ def main() -> None:
                 "crash_thread": crashed_num,
                 "abort_message": message,
                 "throw_site": thrown,
+                "fault": observed.as_json(),
+                "exploitable": rating.as_json(),
                 "threads": threads,
             }
         )
@@ -190,8 +221,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # gdb -x runs the script as __main__
-    # Imported here, not above: the host imports this module for MARKER, and only
-    # gdb's embedded Python has the gdb module.
+    # Imported here, not above: only gdb's embedded Python has the gdb module, and
+    # the rating lives beside this file (gdb does not put it on the path).
     import gdb
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import exploitable
 
     main()

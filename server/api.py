@@ -122,6 +122,13 @@ def report(task: Task) -> Response:
     return Response(service().document(task, "backtrace.json"), mimetype="application/json")
 
 
+@bp.get(f"{TASK}/core_backtrace")
+@authenticated
+def core_backtrace(task: Task) -> Response:
+    """satyr's core stacktrace JSON, the form uReports carry."""
+    return Response(service().document(task, "core_backtrace"), mimetype="application/json")
+
+
 @bp.get(f"{TASK}/log")
 @authenticated
 def task_log(task: Task) -> Response:

@@ -58,6 +58,12 @@ CORRUPT = (
 )
 
 
+class Digest(Protocol):
+    """What copy_to needs of a hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -91,20 +97,33 @@ class TarStream:
         while self.read(CHUNK):
             pass
 
-    def copy_to(self, fd: int, member: tarfile.TarInfo) -> int:
-        """Write ``member``'s data to ``fd``; returns the bytes written (fewer if truncated)."""
+    def copy_to(self, fd: int, member: tarfile.TarInfo, digest: Digest | None = None) -> int:
+        """Write ``member``'s data to ``fd``; returns the bytes written (fewer if truncated).
+
+        ``digest`` (a hashlib object), if given, is fed the same bytes. Spliced bytes
+        never enter Python, so they are read back from the page cache they were just
+        written to (a memory copy; hashing costs more than that).
+        """
         self.seek(member.offset_data)
         self._count(member.size)
         written = 0
         if self._head:
-            written += write_all(fd, self._take_head(member.size))
+            head = self._take_head(member.size)
+            if digest is not None:
+                digest.update(head)
+            written += write_all(fd, head)
         advised = previous = 0
         while written < member.size:
             wanted = min(CHUNK, member.size - written)
             if self._pipe_fd is not None:
                 moved = os.splice(self._pipe_fd, fd, wanted, flags=os.SPLICE_F_MOVE)
+                if digest is not None and moved:
+                    digest.update(os.pread(fd, moved, written))
             else:
-                moved = write_all(fd, self._source.read(wanted))
+                data = self._source.read(wanted)
+                if digest is not None:
+                    digest.update(data)
+                moved = write_all(fd, data)
             if not moved:
                 break
             written += moved

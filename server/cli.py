@@ -152,7 +152,10 @@ def worker(source: ConfigSource) -> None:
 @click.option("--server", "server_url", required=True, help="Base URL, e.g. http://host:8080.")
 @click.option("--wait", is_flag=True, help="Poll until the retrace finishes; print the backtrace.")
 @click.option("--timeout", type=float, default=900.0, show_default=True, help="Seconds to --wait.")
-def submit(path: Path, server_url: str, wait: bool, timeout: float) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="With --wait, print satyr's core_backtrace JSON."
+)
+def submit(path: Path, server_url: str, wait: bool, timeout: float, as_json: bool) -> None:
     """Upload a problem directory (or an ABRT archive) to a retrace server."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
@@ -170,6 +173,9 @@ def submit(path: Path, server_url: str, wait: bool, timeout: float) -> None:
         if not wait:
             return
         outcome = client.wait(task, timeout, on_stage=lambda s: click.echo(f"  {s}", err=True))
+        if as_json and outcome.backtrace is not None:
+            click.echo(client.document(task, "core_backtrace"))
+            return
     except SubmitError as error:
         fail(error.reason, 3 if "did not finish" in error.reason else 1)
         return

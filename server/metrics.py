@@ -63,6 +63,11 @@ class _TaskCollector(Collector):
         ):
             finished.add_metric([result], totals.get(state.value.lower(), 0))
         yield finished
+        yield CounterMetricFamily(
+            "retracer_results_reused",
+            "Tasks finished with the result of an identical core, without a retrace.",
+            value=totals.get("reused", 0),
+        )
         counts = self._store.count_by_state()
         yield GaugeMetricFamily(
             "retracer_queue_length", "Tasks waiting for a worker.", value=counts[TaskState.QUEUED]

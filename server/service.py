@@ -49,6 +49,7 @@ FINISHED_MESSAGES = {
 DOCUMENTS = {
     "backtrace": TaskState.FINISHED_SUCCESS,
     "backtrace.json": TaskState.FINISHED_SUCCESS,
+    "core_backtrace": TaskState.FINISHED_SUCCESS,
     "log": None,  # once finished, either way
 }
 
@@ -153,7 +154,7 @@ class RetraceService:
             task_id = new_task_id()
             if self._store.exists(task_id) or not self._spool.admit(received.token, task_id):
                 continue
-            if self._store.insert(task_id, digest(password)):
+            if self._store.insert(task_id, digest(password), core_sha256=received.core_sha256):
                 break
         self._queue.put(task_id)
         self._metrics.accepted(received.packed_bytes)
@@ -211,5 +212,9 @@ class RetraceService:
         return self._store.statistics()
 
     def exploitable(self, task: Task) -> str:
-        """This server does not rate exploitability; 404 tells ABRT clients "no info"."""
-        raise NoExploitableInfo(task.id)
+        """The two-line rating; NoExploitableInfo (404, "no info" to ABRT clients) when
+        the task has not finished well or was retraced before ratings existed."""
+        text = self._spool.read(task.id, "exploitable") if task.state.finished else None
+        if task.state is not TaskState.FINISHED_SUCCESS or text is None:
+            raise NoExploitableInfo(task.id)
+        return text

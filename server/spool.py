@@ -22,6 +22,7 @@ writer here refuses a sealed task.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import secrets
@@ -105,6 +106,8 @@ class Received:
     packed_bytes: int
     unpacked_bytes: int
     members: tuple[str, ...]
+    # SHA-256 of the core, hashed as it arrived: identical cores share a result.
+    core_sha256: str | None = None
 
 
 class Spool:
@@ -180,14 +183,14 @@ class Spool:
         folder = self._incoming / token
         folder.mkdir(mode=0o700)
 
-        def consume(reader: IO[bytes]) -> tuple[tuple[str, ...], int]:
+        def consume(reader: IO[bytes]) -> tuple[tuple[str, ...], int, str | None]:
             unpacked = self.unpack(reader, folder / "crash", reservation)
             if validate is not None:
                 validate(folder / "crash")
             return unpacked
 
         try:
-            members, unpacked = self._pump(upload.stream, length, consume)
+            members, unpacked, core_sha256 = self._pump(upload.stream, length, consume)
             _fsync_dir(folder)
         except OSError as error:
             _remove_tree(folder)
@@ -197,7 +200,7 @@ class Spool:
         except BaseException:
             _remove_tree(folder)
             raise
-        return Received(token, length, unpacked, members)
+        return Received(token, length, unpacked, members, core_sha256)
 
     def admit(self, token: str, task_id: str) -> bool:
         """Move a received upload to its task's folder; False if that folder exists."""
@@ -236,10 +239,10 @@ class Spool:
 
     def unpack(
         self, raw: IO[bytes], crash: Path, reservation: Reservation | None = None
-    ) -> tuple[tuple[str, ...], int]:
+    ) -> tuple[tuple[str, ...], int, str | None]:
         """Unpack the archive read from ``raw`` into the new folder ``crash``.
 
-        Returns the member names and the unpacked bytes.
+        Returns the member names, the unpacked bytes and the core's SHA-256.
 
         Raises:
             ArchiveRejected, UploadTooLarge, InsufficientStorage, UnpackFailed.
@@ -272,7 +275,7 @@ class Spool:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return members.names, members.total
+        return members.names, members.total, members.core_sha256
 
     # Task files
 
@@ -357,6 +360,7 @@ class _Extractor:
         self._require_space = require_space
         self._seen: list[str] = []
         self.total = 0
+        self.core_sha256: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -369,7 +373,9 @@ class _Extractor:
         if self.total > self._cap:
             raise UploadTooLarge("unpacked", self._settings.max_unpacked_size_mib)
         self._require_space(member.size)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        # The core is read back as it is written, to hash the bytes splice moved.
+        access = os.O_RDWR if member.name == CORE else os.O_WRONLY
+        flags = access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = os.open(member.name, flags, 0o600, dir_fd=self._dir_fd)
         try:
             if member.name == CORE:
@@ -377,8 +383,11 @@ class _Extractor:
                 # from here; the task's private folders keep everyone else out. (Not
                 # readable, every retrace would first copy the core.)
                 os.fchmod(fd, 0o644)
-            if stream.copy_to(fd, member) != member.size:
+            digest = hashlib.sha256() if member.name == CORE else None
+            if stream.copy_to(fd, member, digest) != member.size:
                 raise UnpackFailed(f"the member {member.name!r} is truncated")
+            if digest is not None:
+                self.core_sha256 = digest.hexdigest()
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -11,6 +11,7 @@ whose lease ran out goes back to QUEUED. A finished task never changes again.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import sqlite3
@@ -51,6 +52,13 @@ CREATE TABLE IF NOT EXISTS spent_passwords (
 DROP TABLE IF EXISTS password_failures;
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Columns added after the first release, with their types (added where missing):
+# the core's SHA-256 from the upload, and "<release id>:<repository metadata revision>"
+# of a successful retrace, which together let an identical core reuse its result.
+_ADDED_COLUMNS = {"core_sha256": "TEXT", "result_key": "TEXT"}
+_RESULTS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tasks_by_result ON tasks (core_sha256, result_key, state)"
+)
 
 
 class TaskState(enum.Enum):
@@ -103,6 +111,12 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.executescript(statistics.SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process won
+                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+        self._db.execute(_RESULTS_INDEX)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> TaskStore:
@@ -133,15 +147,29 @@ class TaskStore:
 
     # Creation and lookup
 
-    def insert(self, task_id: str, password_hash: str, now: float | None = None) -> bool:
+    def insert(
+        self,
+        task_id: str,
+        password_hash: str,
+        now: float | None = None,
+        core_sha256: str | None = None,
+    ) -> bool:
         """Store a new QUEUED task; False if the id is taken."""
         now = time.time() if now is None else now
         try:
             with self._write(durable=True) as db:
                 db.execute(
-                    "INSERT INTO tasks (id, state, stage, created, queued, password_hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (task_id, TaskState.QUEUED.value, QUEUED_STAGE, now, now, password_hash),
+                    "INSERT INTO tasks (id, state, stage, created, queued, password_hash,"
+                    " core_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        task_id,
+                        TaskState.QUEUED.value,
+                        QUEUED_STAGE,
+                        now,
+                        now,
+                        password_hash,
+                        core_sha256,
+                    ),
                 )
                 _bump(db, "created")
                 db.execute(
@@ -307,6 +335,30 @@ class TaskStore:
     def statistics(self, now: float | None = None) -> Statistics:
         """The operator's figures (see :mod:`retracer.server.statistics`)."""
         return statistics.collect(self._db, time.time() if now is None else now)
+
+    # Results shared by identical cores
+
+    def core_sha256(self, task_id: str) -> str | None:
+        row = self._db.execute("SELECT core_sha256 FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_result_key(self, task_id: str, result_key: str) -> None:
+        """Record what a successful retrace was made against (release and metadata revision)."""
+        with self._write() as db:
+            db.execute("UPDATE tasks SET result_key = ? WHERE id = ?", (result_key, task_id))
+
+    def find_result(self, core_sha256: str, result_key: str, task_id: str) -> str | None:
+        """A finished successful task, other than ``task_id``, with this core and key."""
+        row = self._db.execute(
+            "SELECT id FROM tasks WHERE core_sha256 = ? AND result_key = ? AND state = ?"
+            " AND id != ? ORDER BY finished DESC LIMIT 1",
+            (core_sha256, result_key, TaskState.FINISHED_SUCCESS.value, task_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def count_reuse(self) -> None:
+        with self._write() as db:
+            _bump(db, "reused")
 
     # Credentials
 

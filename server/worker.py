@@ -38,6 +38,10 @@ MAX_ATTEMPTS = 3
 OUTCOME = "outcome.json"
 BACKTRACE = "backtrace"
 REPORT = "backtrace.json"
+CORE_BACKTRACE = "core_backtrace"
+EXPLOITABLE = "exploitable"
+# What a successful retrace leaves, and an identical core's task copies.
+RESULT_FILES = (BACKTRACE, REPORT, CORE_BACKTRACE, EXPLOITABLE)
 
 
 def run(config: Config) -> None:
@@ -81,7 +85,7 @@ class Worker:
                     reason = f"the retrace was interrupted {MAX_ATTEMPTS} times"
                     outcome = Outcome(False, reason)
                 else:
-                    outcome = self._run_analyzer(store, spool, task_id)
+                    outcome = self._reuse_or_retrace(store, spool, task_id)
                 spool.write_result(task_id, OUTCOME, json.dumps(outcome.__dict__))
             store.set_stage(task_id, FINISHING)
             if not settings.keep_core:
@@ -113,6 +117,28 @@ class Worker:
         except BuilderError as error:
             log.warning("could not clean up after dead workers: %s", error.reason)
 
+    def _reuse_or_retrace(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
+        """Copy the result of an identical core retraced against the same repository
+        metadata, if a finished task holds one; otherwise retrace."""
+        core_sha256 = store.core_sha256(task_id)
+        key = self._get_analyzer().result_key(spool.problem_dir(task_id)) if core_sha256 else None
+        source = store.find_result(core_sha256, key, task_id) if core_sha256 and key else None
+        if source is not None and _copy_results(spool, source, task_id):
+            spool.append_log(
+                task_id,
+                "Result reused: an identical core was retraced against the same repository"
+                f" metadata ({key}); nothing was run again",
+            )
+            spool.append_log(task_id, "Retrace finished successfully")
+            store.count_reuse()
+            store.set_result_key(task_id, key or "")
+            log.info("task %s reused the result of task %s", task_id, source)
+            return Outcome(True, None)
+        outcome = self._run_analyzer(store, spool, task_id)
+        if outcome.success and key:
+            store.set_result_key(task_id, key)
+        return outcome
+
     def _run_analyzer(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
         observer = _TaskObserver(store, spool, task_id)
         try:
@@ -134,7 +160,9 @@ class Worker:
         usage = self._get_analyzer().environment_cache()
         store.record_environment_cache(usage.images, usage.bytes)
         spool.write_result(task_id, BACKTRACE, result.backtrace)
-        spool.write_result(task_id, REPORT, json.dumps(result.report))
+        spool.write_result(task_id, REPORT, json.dumps(result.report.to_json()))
+        spool.write_result(task_id, CORE_BACKTRACE, json.dumps(result.report.core_backtrace()))
+        spool.write_result(task_id, EXPLOITABLE, result.report.exploitable_text())
         spool.append_log(task_id, "Retrace finished successfully")
         return Outcome(True, None)
 
@@ -163,6 +191,16 @@ class Worker:
                 state_dir=config.data_dir / "builder",
             )
         return self._analyzer
+
+
+def _copy_results(spool: Spool, source: str, task_id: str) -> bool:
+    """Copy a finished task's result files; False if any is gone (the task expired)."""
+    texts = {name: spool.read(source, name) for name in RESULT_FILES}
+    if any(text is None for text in texts.values()):
+        return False
+    for name, text in texts.items():
+        spool.write_result(task_id, name, text or "")
+    return True
 
 
 class _TaskObserver:

@@ -192,6 +192,15 @@ class RepositoryIndex:
             ).fetchone()
         return PackageFile(Package(*row[:5]), Path(row[5])) if row else None
 
+    def revision(self) -> str:
+        """Names the repositories' current metadata: it changes with any package change.
+
+        Raises:
+            RepositoryUnavailable: a repository has no readable metadata.
+        """
+        metadata = [_metadata(repository) for repository in self.release.repositories]
+        return _revision(self.release.id, metadata)
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         path = self._current_index()
@@ -200,11 +209,8 @@ class RepositoryIndex:
 
     def _current_index(self) -> Path:
         metadata = [_metadata(repository) for repository in self.release.repositories]
-        # The metadata files are named by content, so their checksums name the revision.
-        digest = hashlib.sha256(f"{self.release.id}\n{_SCHEMA_VERSION}".encode())
-        for files in metadata:
-            digest.update(files.filelists.checksum.encode())
-        path = self.index_dir / f"{self.release.id}-{digest.hexdigest()[:24]}.sqlite"
+        key = _revision(f"{self.release.id}\n{_SCHEMA_VERSION}", metadata)
+        path = self.index_dir / f"{self.release.id}-{key}.sqlite"
         if path.exists():
             return path
         with self._lock:
@@ -313,6 +319,15 @@ class _RepositoryMetadata:
     repository: Path
     primary: MetadataFile
     filelists: MetadataFile
+
+
+def _revision(prefix: str, metadata: list[_RepositoryMetadata]) -> str:
+    """A short digest naming the metadata's revision: the files are named by content,
+    so their checksums change with any package change."""
+    digest = hashlib.sha256(prefix.encode())
+    for files in metadata:
+        digest.update(files.filelists.checksum.encode())
+    return digest.hexdigest()[:24]
 
 
 def _metadata(repository: Path) -> _RepositoryMetadata:

@@ -36,15 +36,31 @@ def test_prints_the_backtrace(retrace_config: Config, testos: Testos, tmp_path: 
     assert "running gdb:" in run.stderr  # progress goes to stderr, not into the backtrace
 
 
-def test_prints_json(retrace_config: Config, testos: Testos, tmp_path: Path) -> None:
+def test_prints_the_report(retrace_config: Config, testos: Testos, tmp_path: Path) -> None:
+    crash = testos.crashes["crasher"]
+    run = retracer(
+        retrace_config, testos, tmp_path, "retrace", "--report", "--quiet", str(crash.problem_dir)
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["package"] == "crasher-1.0-1.x86_64"
+    assert report["crash_function"] == crash.crash_function
+    assert run.stderr == ""
+
+
+def test_json_is_satyrs_core_backtrace(
+    retrace_config: Config, testos: Testos, tmp_path: Path
+) -> None:
     crash = testos.crashes["crasher"]
     run = retracer(
         retrace_config, testos, tmp_path, "retrace", "--json", "--quiet", str(crash.problem_dir)
     )
     assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout)
-    assert report["package"] == "crasher-1.0-1.x86_64"
-    assert run.stderr == ""
+    core_backtrace = json.loads(run.stdout)
+    assert core_backtrace["signal"] == 11
+    assert core_backtrace["executable"] == "/usr/bin/crasher"
+    (crashed,) = [t for t in core_backtrace["stacktrace"] if t.get("crash_thread")]
+    assert crashed["frames"][0]["function_name"] == crash.crash_function
 
 
 def test_failure_exits_non_zero_with_the_reason(

@@ -73,11 +73,12 @@ def test_withheld_debuginfo_comes_from_an_upstream_debuginfod(
     observer = RecordingObserver()
     result = analyzer.retrace(testos.crashes["quietcrash"].problem_dir, observer)
 
-    sources = result.report["debuginfo_sources"]
+    report = result.report.to_json()
+    sources = report["debuginfo_sources"]
     (quiet,) = [path for path in sources if "libquiet" in path]
     assert sources[quiet] == f"debuginfod {upstream}"
-    assert quiet not in {m["path"] for m in result.report["missing_debuginfo"]}
-    crashed = next(t for t in result.report["threads"] if t["crashed"])
+    assert quiet not in {m["path"] for m in report["missing_debuginfo"]}
+    crashed = next(t for t in report["threads"] if t["crashed"])
     quiet_frames = [f for f in crashed["frames"] if f["module"] == quiet]
     assert quiet_frames and all(f["file"] and f["line"] for f in quiet_frames)
     assert f"debuginfo for module {quiet} from debuginfod {upstream}" in observer.lines

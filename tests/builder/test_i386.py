@@ -42,7 +42,7 @@ def report(
     crash = testos_i386.crashes["crasher"]
     command = [
         str(Path(sys.executable).parent / "retracer"), "--config", str(path),
-        "retrace", "--json", "--quiet", str(crash.problem_dir),
+        "retrace", "--report", "--quiet", str(crash.problem_dir),
     ]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr

@@ -70,7 +70,7 @@ def test_crash_is_retraced_with_v1_after_upstream_dropped_v1(
 
     crash = testos.crashes["crasher"]
     assert not result.environment_cached
-    (crashed,) = [t for t in result.report["threads"] if t["crashed"]]
+    (crashed,) = [t for t in result.report.to_json()["threads"] if t["crashed"]]
     assert crashed["frames"][0]["function"] == crash.crash_function
     assert {f"{nvr}.x86_64" for nvr in OLD_VERSIONS} <= {
         p.nevra for p in result.package_set.packages

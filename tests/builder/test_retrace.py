@@ -18,7 +18,7 @@ Retraced = Callable[[str], RetraceResult]
 
 
 def crashed_thread(result: RetraceResult) -> dict[str, Any]:
-    (thread,) = [t for t in result.report["threads"] if t["crashed"]]
+    (thread,) = [t for t in result.report.to_json()["threads"] if t["crashed"]]
     return thread
 
 
@@ -42,13 +42,13 @@ def test_crash_in_old_libcrash_uses_the_old_debuginfo(retraced: Retraced, testos
     assert {"libcrash-2.0-1.x86_64", "libcrash-debuginfo-2.0-1.x86_64"} <= installed
     assert {"crasher-1.0-1.x86_64", "crasher-debuginfo-1.0-1.x86_64"} <= installed
     assert not any(n.startswith(("libcrash-2.1", "crasher-1.1")) for n in installed)
-    assert result.report["signal"]["name"] == "SIGSEGV"
+    assert result.report.to_json()["signal"]["name"] == "SIGSEGV"
 
 
 def test_report_names_module_build_id_and_offset(retraced: Retraced) -> None:
     result = retraced("crasher")
     top = crashed_thread(result)["frames"][0]
-    modules = {m["path"]: m for m in result.report["modules"]}
+    modules = {m["path"]: m for m in result.report.to_json()["modules"]}
     assert top["build_id"] == modules[top["module"]]["build_id"]
     assert 0 < top["offset"] < 1 << 24
     assert modules[top["module"]]["debuginfo"] == "libcrash-debuginfo-2.0-1.x86_64"
@@ -72,11 +72,11 @@ def test_threaded_crash_shows_every_thread_and_the_crashed_one(
 ) -> None:
     crash = testos.crashes["threadcrash"]
     result = retraced("threadcrash")
-    threads = result.report["threads"]
+    threads = result.report.to_json()["threads"]
     assert len(threads) >= 3
     assert all(t["frames"] for t in threads)
     crashed = crashed_thread(result)
-    assert result.report["crash_thread"] == crashed["num"]
+    assert result.report.to_json()["crash_thread"] == crashed["num"]
     assert crashed["frames"][0]["function"] == crash.crash_function
     assert any(s.endswith(crash.crash_site) for s in frame_sites(crashed))
     for thread in threads:
@@ -86,13 +86,13 @@ def test_threaded_crash_shows_every_thread_and_the_crashed_one(
 def test_cxx_abort_shows_the_throw_site_and_the_message(retraced: Retraced, testos: Testos) -> None:
     crash = testos.crashes["cxxabort"]
     result = retraced("cxxabort")
-    site = result.report["throw_site"]
+    site = result.report.to_json()["throw_site"]
     assert (
         site["function"].startswith(crash.crash_function)
         or crash.crash_function in site["function"]
     )
     assert f"{site['file']}:{site['line']}".endswith(crash.crash_site)
-    assert result.report["signal"]["name"] == "SIGABRT"
+    assert result.report.to_json()["signal"]["name"] == "SIGABRT"
     assert "Uncaught C++ exception thrown in" in result.backtrace
     frames = crashed_thread(result)["frames"]
     thrower = next(f for f in frames if crash.crash_function in (f["function"] or ""))
@@ -104,7 +104,7 @@ def test_missing_debuginfo_is_reported_and_the_rest_is_full(
 ) -> None:
     crash = testos.crashes["quietcrash"]
     result = retraced("quietcrash")
-    missing = result.report["missing_debuginfo"]
+    missing = result.report.to_json()["missing_debuginfo"]
     quiet = [m for m in missing if "libquiet" in m["path"]]
     assert len(quiet) == 1 and len(quiet[0]["build_id"]) == 40
     assert quiet[0]["path"] in {m.path for m in result.missing_debuginfo}

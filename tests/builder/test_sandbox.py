@@ -156,5 +156,5 @@ def test_a_private_core_is_read_through_a_copy_in_the_state_dir(
     (problem / "coredump").chmod(0o600)
     result = analyzer.retrace(problem)
     assert testos.crashes["crasher"].crash_function in result.backtrace
-    assert list((analyzer.state_dir / "drivers").glob("gdb_report-*.py"))
+    assert list((analyzer.state_dir / "drivers").glob("gdb-*/gdb_report.py"))
     assert list((analyzer.state_dir / "tmp").iterdir()) == []

@@ -9,12 +9,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from retracer.server.submit import RetraceClient
 from tests.compose.stack import Stack
 from tests.testos import Testos
+from tests.testos.problem import write_archive
 
 pytestmark = [
     pytest.mark.compose,
@@ -35,14 +37,21 @@ def test_the_demo_crash_is_retraced(stack: Stack, testos: Testos) -> None:
     assert crash.newer_function not in outcome.backtrace
 
 
-def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos) -> None:
+def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos, tmp_path: Path) -> None:
     # Without its base image the worker bootstraps one first (about 15 s), which
     # leaves plenty of time to restart it in the middle of the task.
     for image in stack.retrace_images():
         subprocess.run(["podman", "rmi", image], capture_output=True, check=True)
     crash = testos.crashes["crasher"]
+    # Another core of the same crash (a byte appended): the first test's core would
+    # reuse that task's result at once.
+    problem = tmp_path / "problem"
+    shutil.copytree(crash.problem_dir, problem)
+    with (problem / "coredump").open("ab") as core:
+        core.write(b"\0")
+    write_archive(problem, tmp_path / "crasher.tar.xz")
     client = RetraceClient(stack.url)
-    task = client.create(crash.archive)
+    task = client.create(tmp_path / "crasher.tar.xz")
     deadline = time.monotonic() + 120
     while True:
         status, stage = client.status(task)

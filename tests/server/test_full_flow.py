@@ -92,7 +92,10 @@ def test_seed_profile_full_flow(retrace_server: Callable[..., str], testos: Test
     log = get(url, f"/{task_id}/log", report.headers["X-Task-Password"])
     assert "Generating backtrace" in log.text
     exploitable = get(url, f"/{task_id}/exploitable", log.headers["X-Task-Password"])
-    assert exploitable.status_code == 404
+    assert exploitable.status_code == 200
+    assert exploitable.text == (
+        "Likely crash reason: NULL pointer read\nExploitable rating (0-8 scale): 1\n"
+    )
 
 
 def test_abrt_profile_full_flow(retrace_server: Callable[..., str], testos: Testos) -> None:
@@ -103,7 +106,7 @@ def test_abrt_profile_full_flow(retrace_server: Callable[..., str], testos: Test
     assert status == "FINISHED_SUCCESS"
     assert get(url, f"/{task_id}", password).text == "Retrace job finished successfully"
     assert crash.crash_function in get(url, f"/{task_id}/backtrace", password).text
-    assert get(url, f"/{task_id}/exploitable", password).status_code == 404
+    assert get(url, f"/{task_id}/exploitable", password).status_code == 200
 
 
 def test_submit_waits_and_prints_the_backtrace(
@@ -118,3 +121,19 @@ def test_submit_waits_and_prints_the_backtrace(
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert crash.crash_function in run.stdout
+
+
+def test_submit_json_prints_the_core_backtrace(
+    retrace_server: Callable[..., str], testos: Testos
+) -> None:
+    crash = testos.crashes["crasher"]
+    url = retrace_server()
+    run = subprocess.run(
+        [sys.executable, "-m", "retracer.server.cli", "submit", str(crash.problem_dir),
+         "--server", url, "--wait", "--timeout", "600", "--json"],
+        capture_output=True, text=True, timeout=700,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    core_backtrace = json.loads(run.stdout)
+    (crashed,) = [t for t in core_backtrace["stacktrace"] if t.get("crash_thread")]
+    assert crashed["frames"][0]["function_name"] == crash.crash_function

@@ -30,17 +30,23 @@ RLIM_INFINITY = 2**64 - 1
 class CrashProgram:
     """A program of the user's machine and where, in which source, it fails."""
 
-    name: str  # also its package name
+    name: str  # the crash's name; also its package name unless ``package`` says
     version: str  # the old version the user runs
     executable: str
     crash_source: str  # the sources (<name>-<version>) with the faulting line
     crash_function: str
     newer_source: str  # the same place in the newer version
     newer_function: str
+    package: str | None = None
+    arguments: str = ""  # on the command line, after the executable
 
     @property
     def nvr(self) -> str:
-        return f"{self.name}-{self.version}-{RELEASE}"
+        return f"{self.package or self.name}-{self.version}-{RELEASE}"
+
+
+# The exploitable classes of the ``exploits`` program (its first argument).
+EXPLOIT_CLASSES = ("write", "jump", "nullread", "assert", "stackguard", "heap", "illegal", "fpe")
 
 
 PROGRAMS = (
@@ -67,12 +73,20 @@ PROGRAMS = (
         "hostile", "1.0", "/usr/bin/hostile",
         "hostile-1.0", "hostile_v10_render", "hostile-1.1", "hostile_v11_draw",
     ),
+    *(
+        CrashProgram(
+            f"exploit-{kind}", "1.0", "/usr/bin/exploits",
+            "exploits-1.0", f"exploits_{kind}", "exploits-1.0", f"exploits_{kind}_newer",
+            package="exploits", arguments=kind,
+        )
+        for kind in EXPLOIT_CLASSES
+    ),
 )  # fmt: skip
 # The user's machine: the base system and the OLD version of every package.
 USER_PACKAGES = (
     "testos-base",
     *(f"{nv}-{RELEASE}" for nv in ("libcrash-2.0", "libquiet-1.0")),
-    *(program.nvr for program in PROGRAMS),
+    *dict.fromkeys(program.nvr for program in PROGRAMS),
 )
 
 
@@ -145,10 +159,13 @@ def capture_core(
     """Run the program until it crashes and return its core file in ``workdir``."""
     if use_gdb:
         # gdb stops at the fatal signal, and gcore writes what the kernel would have.
-        crash = f"gdb -batch -nx -ex run -ex 'gcore {CRASH_DIR}/core' --args {program.executable}"
+        crash = (
+            f"gdb -batch -nx -ex run -ex 'gcore {CRASH_DIR}/core'"
+            f" --args {program.executable} {program.arguments}"
+        )
     else:
         # Not as PID 1: the kernel ignores abort()'s SIGABRT sent to a namespace's init.
-        crash = f"{program.executable}; true"
+        crash = f"{program.executable} {program.arguments}; true"
     container = client.containers.create(
         image=image,
         name=f"{IMAGE_PREFIX}crash-{program.name}-{tag}",

@@ -31,6 +31,7 @@ class App:
     language: str = "c"  # or "c++"
     library_soname: str | None = None  # a shared library package, else a program
     uses: tuple[str, ...] = ()  # "<name>-<version>" of the library packages it links
+    cflags: str = ""  # on top of CFLAGS
 
     @property
     def nvr(self) -> str:
@@ -56,6 +57,9 @@ APPS = (
     App("quietcrash", "1.1", "Crashes in a callback from libquiet", uses=("libquiet-1.1",)),
     App("hostile", "1.0", "Aborts with markup and escapes in its strings"),
     App("hostile", "1.1", "Aborts with markup and escapes in its strings"),
+    # One program, one crash per exploitable class (its first argument); the stack
+    # protector needs a canary in every function.
+    App("exploits", "1.0", "Crashes in the way its argument names", cflags="-fstack-protector-all"),
 )
 # Their -debuginfo packages are built but left out of the repository.
 DEBUGINFO_WITHHELD = ("libquiet",)
@@ -107,12 +111,13 @@ def apps_for(target: Target) -> tuple[App, ...]:
 
 def spec_for(app: App, libraries: dict[str, Path], target: Target) -> str:
     compiler = " ".join(["g++" if app.language == "c++" else "gcc", *target.compiler_options])
+    cflags = f"{CFLAGS} {app.cflags}".strip()
     sources = " ".join(
         sorted(p.name for p in app.source_dir.iterdir() if p.suffix in (".c", ".cpp"))
     )
     if app.library_soname:
         output = app.library_soname
-        build = f"{compiler} {CFLAGS} -fPIC -shared -Wl,-soname,{output} -o {output} {sources}"
+        build = f"{compiler} {cflags} -fPIC -shared -Wl,-soname,{output} -o {output} {sources}"
         installed = f"{target.libdir}/{output}"
         requires = ""
     else:
@@ -121,7 +126,7 @@ def spec_for(app: App, libraries: dict[str, Path], target: Target) -> str:
             f"-I{SOURCES / used} -L{libraries[used]} -l:{_soname_of(used)}" for used in app.uses
         )
         # Debian's ld.so does not search /usr/lib64, so programs carry the libdir as rpath.
-        build = f"{compiler} {CFLAGS} -o {output} {sources} {links} -Wl,-rpath,{target.libdir}"
+        build = f"{compiler} {cflags} -o {output} {sources} {links} -Wl,-rpath,{target.libdir}"
         installed = f"/usr/bin/{output}"
         requires = "\n".join(f"Requires: {used.rsplit('-', 1)[0]}" for used in app.uses)
     return SPEC.format(
