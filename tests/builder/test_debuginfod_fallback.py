@@ -28,6 +28,7 @@ from tests.server.live import ThreadServer
 from tests.testos import Testos
 from tests.testos.build import layers_dir
 from tests.testos.rpms import DEBUGINFO_WITHHELD, build_app_rpms
+from tests.testos.target import X86_64
 
 STALLED_TIMEOUT_SECONDS = 3.0
 
@@ -38,7 +39,7 @@ def upstream(testos: Testos, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     root = tmp_path_factory.mktemp("upstream")
     repository = root / "repo" / "Packages"
     repository.mkdir(parents=True)
-    apps = build_app_rpms(layers_dir())
+    apps = build_app_rpms(layers_dir(), X86_64)
     for name in DEBUGINFO_WITHHELD:
         for rpm in apps.glob(f"{name}-debuginfo-*.rpm"):
             os.link(rpm, repository / rpm.name)

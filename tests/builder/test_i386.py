@@ -103,6 +103,8 @@ def test_environment_dnf_installs_i686_where_the_repository_has_both_arches(
                 )
             )
         finally:
-            sandbox.remove_image(image)
+            sandbox.close()  # returns once the container is removed: the image is unused
+            with Sandbox(analyzer.settings) as cleaner:
+                cleaner.remove_image(image)
 
     assert output.stdout.strip() == "i686"
