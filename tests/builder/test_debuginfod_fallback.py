@@ -130,7 +130,7 @@ def test_files_over_the_size_cap_are_refused(upstream: str, tmp_path: Path) -> N
 
 
 def debug_build_id(nevr: str) -> str:
-    (rpm_file,) = build_app_rpms(layers_dir()).glob(f"{nevr}.x86_64.rpm")
+    (rpm_file,) = build_app_rpms(layers_dir(), X86_64).glob(f"{nevr}.x86_64.rpm")
     listing = subprocess.run(
         ["rpm", "-qlp", "--nosignature", str(rpm_file)], capture_output=True, text=True, check=True
     ).stdout.split()
