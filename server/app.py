@@ -29,7 +29,7 @@ def create_app(config: Config) -> Flask:
         spool=spool,
         queue=JobQueue(config.queue, config.data_dir),
         catalog=PackageCatalog(config.releases, config.data_dir / "builder" / "index"),
-        metrics=metrics.init_app(app, store),
+        metrics=metrics.init_app(app, store, config.server),
         offload=in_threadpool,
     )
     errors.init_app(app)

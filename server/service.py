@@ -35,6 +35,9 @@ FINISHED_MESSAGES = {
     TaskState.FINISHED_SUCCESS: "Retrace job finished successfully",
     TaskState.FINISHED_FAILURE: "Retrace job failed",
 }
+# How long a new task's row stays reserved while its folder is moved in. Past it (the
+# server died in between), housekeeping queues the task and the worker fails it.
+ADMIT_SECONDS = 60.0
 # The task's files a client may read, and when each one exists.
 DOCUMENTS = {
     "backtrace": TaskState.FINISHED_SUCCESS,
@@ -124,12 +127,11 @@ class RetraceService:
             self._metrics.refused(status_of(error))
             raise
         password = new_password()
-        while True:
-            task_id = new_task_id()
-            if self._store.exists(task_id) or not self._spool.admit(received.token, task_id):
-                continue
-            if self._store.insert(task_id, digest(password)):
-                break
+        try:
+            task_id = self._store_and_admit(received.token, digest(password))
+        except BaseException:
+            self._spool.discard(received.token)
+            raise
         self._queue.put(task_id)
         self._metrics.accepted(received.packed_bytes)
         log.info(
@@ -139,6 +141,23 @@ class RetraceService:
             received.unpacked_bytes,
         )
         return Created(task_id, password)
+
+    def _store_and_admit(self, token: str, password_hash: str) -> str:
+        """Write the task's row (reserved), then move its folder in: a folder in the
+        spool always has a row, so housekeeping never takes it for an orphan."""
+        while True:
+            task_id = new_task_id()
+            if not self._store.insert(task_id, password_hash, reserve_seconds=ADMIT_SECONDS):
+                continue
+            try:
+                admitted = self._spool.admit(token, task_id)
+            except BaseException:
+                self._store.forget(task_id)
+                raise
+            if admitted:
+                self._store.admitted(task_id)
+                return task_id
+            self._store.forget(task_id)  # a folder of that name exists: take another id
 
     def authenticate(self, task_id: str, password: str | None) -> Access:
         return self.gatekeeper.check(task_id, password)

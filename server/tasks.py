@@ -7,6 +7,13 @@ file (WAL mode lets readers run beside one writer).
 
 A task moves QUEUED -> RUNNING -> FINISHED_SUCCESS or FINISHED_FAILURE; a RUNNING task
 whose lease ran out goes back to QUEUED. A finished task never changes again.
+
+A new task's row is written before its folder is moved into the spool, *reserved*
+(a QUEUED row whose ``lease_until`` lies ahead) until the folder is in place: no
+housekeeping queues it meanwhile, and a server killed in between leaves a row that
+fails with a reason once the reservation runs out, never a folder nobody knows.
+A RUNNING task names its ``owner`` (one worker's attempt): only the owner renews or
+finishes it, so a worker whose lease was taken over cannot write over the new one.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     reason TEXT,
     password_hash TEXT NOT NULL,
     lease_until REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, queued);
 CREATE TABLE IF NOT EXISTS spent_passwords (
@@ -48,7 +56,10 @@ CREATE TABLE IF NOT EXISTS spent_passwords (
 CREATE TABLE IF NOT EXISTS password_failures (task_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS failures_by_task ON password_failures (task_id, at);
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS worker_heartbeats (worker TEXT PRIMARY KEY, seen REAL NOT NULL);
 """
+# Columns added after the first release, for databases made before them.
+_ADDED_COLUMNS = {"owner": "ALTER TABLE tasks ADD COLUMN owner TEXT"}
 
 
 class TaskState(enum.Enum):
@@ -87,19 +98,24 @@ class Task:
 class TaskStore:
     """All task state, in one SQLite file; open one per process (or per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_seconds: float = 10.0) -> None:
+        """``busy_seconds``: how long a statement waits for another writer's lock."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per store; the HTTP process may build the app in one thread
         # and serve it from another, but never uses a store from two threads at once.
         self._db = sqlite3.connect(
-            path, isolation_level=None, timeout=10.0, check_same_thread=False
+            path, isolation_level=None, timeout=busy_seconds, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         # Commits survive a killed process either way; only those made with
         # ``durable=True`` (a new task, a finished one) also wait for the disk.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, statement in _ADDED_COLUMNS.items():
+            if column not in columns:
+                self._db.execute(statement)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> TaskStore:
@@ -130,20 +146,56 @@ class TaskStore:
 
     # Creation and lookup
 
-    def insert(self, task_id: str, password_hash: str, now: float | None = None) -> bool:
-        """Store a new QUEUED task; False if the id is taken."""
+    def insert(
+        self,
+        task_id: str,
+        password_hash: str,
+        now: float | None = None,
+        reserve_seconds: float | None = None,
+    ) -> bool:
+        """Store a new QUEUED task; False if the id is taken.
+
+        With ``reserve_seconds`` the task is reserved (not queued by housekeeping, not
+        claimable) until :meth:`admitted` or until that time has passed.
+        """
         now = time.time() if now is None else now
+        reserved = None if reserve_seconds is None else now + reserve_seconds
         try:
             with self._write(durable=True) as db:
                 db.execute(
-                    "INSERT INTO tasks (id, state, stage, created, queued, password_hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (task_id, TaskState.QUEUED.value, QUEUED_STAGE, now, now, password_hash),
+                    "INSERT INTO tasks (id, state, stage, created, queued, password_hash,"
+                    " lease_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        task_id,
+                        TaskState.QUEUED.value,
+                        QUEUED_STAGE,
+                        now,
+                        now,
+                        password_hash,
+                        reserved,
+                    ),
                 )
                 _bump(db, "created")
         except sqlite3.IntegrityError:
             return False
         return True
+
+    def admitted(self, task_id: str) -> None:
+        """End a new task's reservation: its folder is in place."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE tasks SET lease_until = NULL WHERE id = ? AND state = ?",
+                (task_id, TaskState.QUEUED.value),
+            )
+
+    def forget(self, task_id: str) -> None:
+        """Delete a reserved task whose folder could not be moved in (and its count)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM tasks WHERE id = ? AND state = ?", (task_id, TaskState.QUEUED.value)
+            )
+            if cursor.rowcount:
+                db.execute("UPDATE totals SET value = value - 1 WHERE name = 'created'")
 
     def get(self, task_id: str) -> Task:
         """The task with this id; raises TaskNotFound."""
@@ -191,16 +243,24 @@ class TaskStore:
 
     # The worker's side
 
-    def claim(self, task_id: str, lease_seconds: float, now: float | None = None) -> Task | None:
-        """Mark a queued task (or one whose lease ran out) RUNNING; None if it is not claimable."""
+    def claim(
+        self,
+        task_id: str,
+        lease_seconds: float,
+        now: float | None = None,
+        owner: str | None = None,
+    ) -> Task | None:
+        """Mark a queued task (or one whose lease ran out) RUNNING for ``owner``; None if
+        it is not claimable (finished, reserved, or held by a live lease)."""
         now = time.time() if now is None else now
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE tasks SET state = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id = ? AND (state = ? OR (state = ? AND lease_until < ?))",
+                "UPDATE tasks SET state = ?, lease_until = ?, attempts = attempts + 1, owner = ?"
+                " WHERE id = ? AND state IN (?, ?) AND (lease_until IS NULL OR lease_until < ?)",
                 (
                     TaskState.RUNNING.value,
                     now + lease_seconds,
+                    owner,
                     task_id,
                     TaskState.QUEUED.value,
                     TaskState.RUNNING.value,
@@ -209,12 +269,18 @@ class TaskStore:
             )
         return self.get(task_id) if cursor.rowcount else None
 
-    def renew(self, task_id: str, lease_seconds: float) -> None:
+    def renew(
+        self, task_id: str, lease_seconds: float, owner: str | None = None, now: float | None = None
+    ) -> bool:
+        """Extend ``owner``'s lease; False when the task is no longer RUNNING for ``owner``
+        (its lease ran out and another worker took it, or it finished)."""
+        now = time.time() if now is None else now
         with self._write() as db:
-            db.execute(
-                "UPDATE tasks SET lease_until = ? WHERE id = ? AND state = ?",
-                (time.time() + lease_seconds, task_id, TaskState.RUNNING.value),
+            cursor = db.execute(
+                "UPDATE tasks SET lease_until = ? WHERE id = ? AND state = ? AND owner IS ?",
+                (now + lease_seconds, task_id, TaskState.RUNNING.value, owner),
             )
+        return bool(cursor.rowcount)
 
     def set_stage(self, task_id: str, stage: str) -> None:
         with self._write() as db:
@@ -223,14 +289,24 @@ class TaskStore:
                 (stage, task_id),
             )
 
-    def finish(self, task_id: str, success: bool, reason: str | None, stage: str) -> bool:
-        """Record the outcome; False (and no change) if the task had already finished."""
+    def finish(
+        self,
+        task_id: str,
+        success: bool,
+        reason: str | None,
+        stage: str,
+        owner: str | None = None,
+    ) -> bool:
+        """Record the outcome; False (and no change) if the task had already finished,
+        or (with ``owner``) if another worker has taken it over."""
         state = TaskState.FINISHED_SUCCESS if success else TaskState.FINISHED_FAILURE
+        owned = "" if owner is None else " AND owner IS ?"
         with self._write(durable=True) as db:
             cursor = db.execute(
                 "UPDATE tasks SET state = ?, stage = ?, reason = ?, finished = ?,"
-                f" lease_until = NULL WHERE id = ? AND state NOT IN {_FINISHED}",
-                (state.value, stage, reason, time.time(), task_id),
+                f" lease_until = NULL WHERE id = ? AND state NOT IN {_FINISHED}{owned}",
+                (state.value, stage, reason, time.time(), task_id)
+                + (() if owner is None else (owner,)),
             )
             if cursor.rowcount:
                 _bump(db, state.value.lower())
@@ -253,13 +329,53 @@ class TaskStore:
             )
         return ids
 
-    def queued_ids(self) -> list[str]:
+    def running_owners(self) -> dict[str, str | None]:
+        """RUNNING tasks and the owner of each."""
+        rows = self._db.execute(
+            "SELECT id, owner FROM tasks WHERE state = ?", (TaskState.RUNNING.value,)
+        )
+        return dict(rows.fetchall())
+
+    def release(self, task_id: str, owner: str | None) -> bool:
+        """Put a RUNNING task of ``owner`` (a dead worker) back in the queue at once."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = ?, stage = ?, lease_until = NULL"
+                " WHERE id = ? AND state = ? AND owner IS ?",
+                (TaskState.QUEUED.value, QUEUED_STAGE, task_id, TaskState.RUNNING.value, owner),
+            )
+        return bool(cursor.rowcount)
+
+    def queued_ids(self, now: float | None = None) -> list[str]:
+        """QUEUED tasks, oldest first, except new ones still reserved."""
+        now = time.time() if now is None else now
         return [
             row[0]
             for row in self._db.execute(
-                "SELECT id FROM tasks WHERE state = ? ORDER BY queued", (TaskState.QUEUED.value,)
+                "SELECT id FROM tasks WHERE state = ? AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY queued",
+                (TaskState.QUEUED.value, now),
             )
         ]
+
+    # Worker heartbeats
+
+    def beat(self, worker: str, now: float | None = None) -> None:
+        """Say that ``worker`` (a consumer process) is alive now."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO worker_heartbeats VALUES (?, ?)", (worker, now))
+            db.execute("DELETE FROM worker_heartbeats WHERE seen < ?", (now - 86400,))
+
+    def stop_beating(self, worker: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM worker_heartbeats WHERE worker = ?", (worker,))
+
+    def workers_seen_since(self, since: float) -> int:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM worker_heartbeats WHERE seen >= ?", (since,)
+        ).fetchone()
+        return int(count)
 
     # Credentials
 
