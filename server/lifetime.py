@@ -6,7 +6,9 @@
   whose worker was killed is taken back at once instead of when its lease runs out.
   Owners elsewhere are never judged (their lease decides).
 - :func:`exit_with_parent` makes the kernel kill this process when its parent dies
-  (``PR_SET_PDEATHSIG``), so ``kill -9`` of ``retracer serve`` takes its workers along.
+  (``PR_SET_PDEATHSIG``), so ``kill -9`` of ``retracer serve`` takes its workers along;
+  :func:`forks_exit_with_parent` does the same for every child this process forks
+  (huey's worker and scheduler processes).
 """
 
 from __future__ import annotations
@@ -58,3 +60,17 @@ def exit_with_parent(parent_pid: int) -> None:
         log.warning("cannot ask to die with the parent: %s", os.strerror(ctypes.get_errno()))
     if os.getppid() != parent_pid:  # it died before the request took effect
         os._exit(1)
+
+
+def forks_exit_with_parent() -> None:
+    """Make every child that Python's ``os.fork`` makes from now on (multiprocessing's
+    fork start method included) die with the process that forked it."""
+    forking = [0]
+
+    def before() -> None:
+        forking[0] = os.getpid()
+
+    def after_in_child() -> None:
+        exit_with_parent(forking[0])
+
+    os.register_at_fork(before=before, after_in_child=after_in_child)

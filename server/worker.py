@@ -32,7 +32,7 @@ from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, ServerSettings
 from retracer.server.errors import ServerError
 from retracer.server.jobs import JobQueue, requeue_lost
-from retracer.server.lifetime import exit_with_parent, new_owner
+from retracer.server.lifetime import exit_with_parent, forks_exit_with_parent, new_owner
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskStore
 from retracer.sync.errors import SyncError
@@ -65,18 +65,13 @@ def run(config: Config, parent_pid: int | None = None) -> None:
     requeue_lost(store, queue)
     store.close()
     worker = Worker(config)
-    consumer_pid = os.getpid()
-
-    def on_worker_start() -> None:
-        exit_with_parent(consumer_pid)
-        worker.recover()
-
+    forks_exit_with_parent()  # huey's processes die with this one
     with Heartbeat(config.data_dir, config.server.worker_heartbeat_seconds):
         queue.consume(
             worker.retrace,
             worker.housekeeping,
             workers=config.server.workers,
-            on_worker_start=on_worker_start,
+            on_worker_start=worker.recover,
         )
 
 
@@ -210,13 +205,13 @@ class Worker:
             return False
         return True
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, now: float | None = None) -> None:
         """Requeue lost tasks, expire old ones, sweep abandoned uploads, and remove what
-        dead workers left in podman (every minute)."""
+        dead workers left in podman (every minute). ``now`` is injectable for tests."""
         store, spool = self._open()
         requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
         settings = self._config.server
-        now = time.time()
+        now = time.time() if now is None else now
         for task_id in store.expired(
             finished_before=now - settings.finished_task_max_age_hours * 3600,
             created_before=now - settings.unfinished_task_max_age_hours * 3600,
@@ -230,7 +225,7 @@ class Worker:
         known = store.ids()
         for task_id in folders - known:
             spool.remove(task_id)  # its row was deleted (expiry) but the folder stayed
-        spool.sweep_incoming(older_than_seconds=3600)
+        spool.sweep_incoming(older_than_seconds=3600, now=now)
         try:
             self._get_analyzer().clean_up()
         except BuilderError as error:

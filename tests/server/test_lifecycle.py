@@ -1,0 +1,301 @@
+"""Every task ends: deadlines, lost leases, killed workers and a dead podman service.
+
+The faults are real: a podman socket that never answers (a hung service), a SQLite
+lock held by another connection, ``kill -9`` of processes, a podman service killed.
+Tests that need a real retrace are marked ``analyzer``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from retracer.server.config import ServerSettings, config_from_mapping
+from retracer.server.lifetime import new_owner
+from retracer.server.tasks import TaskState, TaskStore
+from retracer.server.worker import FOLDER_GONE, TaskGuard, Worker
+from tests.podman_service import PodmanLauncher, PodmanService
+from tests.server.conftest import XZ_TAR, settings_mapping
+from tests.server.faults import (
+    PodmanDoor,
+    children,
+    command_line,
+    descendants,
+    is_running,
+    wait_until,
+)
+from tests.server.live import ServeProcess
+from tests.server.test_worker import get, wait_finished
+from tests.testos import Testos
+
+ServeFactory = Callable[[dict[str, Any]], ServeProcess]
+
+
+def create(url: str, archive: Path) -> tuple[str, str]:
+    response = requests.post(
+        f"{url}/create", data=archive.read_bytes(), headers={"Content-Type": XZ_TAR}, timeout=60
+    )
+    assert response.status_code == 201, response.text
+    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
+
+
+def lifecycle_settings(
+    tmp_path: Path, testos: Testos, podman_url: str, **server: Any
+) -> dict[str, Any]:
+    return {
+        **settings_mapping(tmp_path, protocol_profile="abrt", **server),
+        "builder": {"podman_url": podman_url},
+        "releases": [testos.release_config()],
+    }
+
+
+def task_log(tmp_path: Path, task_id: str) -> Path:
+    return tmp_path / "data" / "spool" / "tasks" / task_id / "log"
+
+
+def wait_running(store: TaskStore, task_id: str, timeout: float = 30) -> str:
+    """Wait until a worker holds the task; returns its owner."""
+    wait_until(lambda: store.get(task_id).state is TaskState.RUNNING, timeout, "the claim")
+    owner = store.running_owners()[task_id]
+    assert owner is not None
+    return owner
+
+
+def owner_pid(owner: str) -> int:
+    return int(owner.rsplit("/", 2)[1])
+
+
+# The guard alone, with an injected clock
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_guard_stops_a_task_at_its_deadline(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "tasks.db")
+    store.insert("100000001", "hash")
+    owner = new_owner()
+    assert store.claim("100000001", 60, owner=owner) is not None
+    clock = FakeClock()
+    settings = ServerSettings(task_lease_seconds=60, task_deadline_seconds=300)
+    guard = TaskGuard(store.path, "100000001", owner, settings, clock=clock)
+    assert guard.check() is None
+    clock.now += 299
+    assert guard.check() is None
+    clock.now += 1
+    assert guard.check() == "The retrace ran past its deadline of 300 s."
+    assert not guard.lease_lost
+
+
+def test_the_guard_notices_that_another_worker_took_the_task(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "tasks.db")
+    store.insert("100000002", "hash")
+    first = new_owner()
+    assert store.claim("100000002", 60, owner=first) is not None
+    settings = ServerSettings(task_lease_seconds=60)
+    guard = TaskGuard(store.path, "100000002", first, settings)
+    assert guard.check() is None
+    # The lease ran out (say the worker was stopped for a while) and another took it.
+    assert store.claim("100000002", 60, now=time.time() + 120, owner=new_owner())
+    assert guard.check() == "the lease ran out and another worker took over the task"
+    assert guard.lease_lost
+    assert store.finish("100000002", False, "late", "done", owner=first) is False
+
+
+# Through `retracer serve`
+
+
+def test_the_deadline_ends_a_retrace_stuck_on_a_hung_podman(
+    serve_process: ServeFactory, tmp_path: Path, testos: Testos
+) -> None:
+    door = PodmanDoor(tmp_path / "podman.sock")
+    data = lifecycle_settings(tmp_path, testos, door.url, task_deadline_seconds=2)
+    url = serve_process(data).start()
+    task_id, password = create(url, testos.crashes["crasher"].archive)
+    status, _ = wait_finished(url, task_id, password, timeout=30)
+    assert status == "FINISHED_FAILURE"
+    assert get(url, f"/{task_id}/log", password).text.endswith(
+        "Retrace failed: The retrace ran past its deadline of 2 s.\n"
+    )
+    door.close()
+
+
+def test_a_lease_that_cannot_be_renewed_stops_the_retrace(
+    serve_process: ServeFactory, tmp_path: Path, testos: Testos
+) -> None:
+    door = PodmanDoor(tmp_path / "podman.sock")
+    data = lifecycle_settings(tmp_path, testos, door.url, task_lease_seconds=3)
+    url = serve_process(data).start()
+    task_id, password = create(url, testos.crashes["crasher"].archive)
+    store = TaskStore.in_data_dir(tmp_path / "data")
+    wait_running(store, task_id)
+
+    # Another connection holds the write lock: every renewal fails ("database is locked").
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        log = task_log(tmp_path, task_id)
+        wait_until(
+            lambda: "Retrace failed: The task's lease could not be renewed" in log.read_text(),
+            30,
+            "the retrace's stop",
+        )
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    status, _ = wait_finished(url, task_id, password, timeout=30)
+    assert status == "FINISHED_FAILURE"
+    assert store.get(task_id).reason.startswith("The task's lease could not be renewed")
+    door.close()
+
+
+def test_kill_9_of_serve_takes_its_workers_along(
+    serve_process: ServeFactory, tmp_path: Path
+) -> None:
+    server = serve_process(settings_mapping(tmp_path))
+    server.start()
+    assert server.process is not None
+    serve_pid = server.process.pid
+    # The worker child and huey's processes under it (a worker per slot, a scheduler).
+    wait_until(lambda: len(descendants(serve_pid)) >= 4, 30, "the workers' start")
+    workers = descendants(serve_pid)
+
+    os.kill(serve_pid, signal.SIGKILL)  # the server alone, not its process group
+    server.process.wait()
+    wait_until(lambda: not any(is_running(pid) for pid in workers), 10, "the workers' exit")
+
+
+def test_a_folder_gone_fails_the_task_with_a_reason(tmp_path: Path) -> None:
+    config = config_from_mapping(settings_mapping(tmp_path), tmp_path)
+    store = TaskStore.in_data_dir(config.data_dir)
+    # The server stored the row, then died before moving the folder in.
+    assert store.insert("100000003", "hash", now=time.time() - 120, reserve_seconds=60)
+    assert store.queued_ids() == ["100000003"]  # the reservation ran out
+
+    Worker(config).retrace("100000003")
+    task = store.get("100000003")
+    assert (task.state, task.reason) == (TaskState.FINISHED_FAILURE, FOLDER_GONE)
+
+
+def test_a_reserved_task_is_not_queued_by_housekeeping(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "tasks.db")
+    assert store.insert("100000004", "hash", reserve_seconds=60)
+    assert store.queued_ids() == []
+    assert store.claim("100000004", 60) is None
+    store.admitted("100000004")
+    assert store.queued_ids() == ["100000004"]
+
+
+# Real retraces
+
+
+@pytest.mark.analyzer
+def test_a_worker_killed_mid_retrace_is_replaced_and_the_task_finishes(
+    serve_process: ServeFactory, tmp_path: Path, testos: Testos, podman_service: PodmanService
+) -> None:
+    door = PodmanDoor(tmp_path / "podman.sock")
+    # A long lease: the task must come back because its worker is dead, not by expiry.
+    data = lifecycle_settings(tmp_path, testos, door.url, task_lease_seconds=600)
+    url = serve_process(data).start()
+    crash = testos.crashes["crasher"]
+    task_id, password = create(url, crash.archive)
+    store = TaskStore.in_data_dir(tmp_path / "data")
+    pid = owner_pid(wait_running(store, task_id))
+
+    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+    wait_until(lambda: not is_running(pid), 10, "the worker's death")
+    door.open_to(podman_service.socket)
+    status, password = wait_finished(url, task_id, password, timeout=60)
+    assert status == "FINISHED_SUCCESS"
+    assert crash.crash_function in get(url, f"/{task_id}/backtrace", password).text
+    assert store.get(task_id).attempts == 2
+
+
+@pytest.mark.analyzer
+def test_the_worker_child_of_serve_is_restarted_after_kill_9(
+    serve_process: ServeFactory, tmp_path: Path, testos: Testos, podman_service: PodmanService
+) -> None:
+    door = PodmanDoor(tmp_path / "podman.sock")
+    data = lifecycle_settings(
+        tmp_path, testos, door.url, task_lease_seconds=600, worker_heartbeat_seconds=0.5
+    )
+    server = serve_process(data)
+    url = server.start()
+    assert server.process is not None
+    wait_until(lambda: requests.get(f"{url}/health", timeout=5).ok, 30, "a healthy worker")
+    crash = testos.crashes["crasher"]
+    task_id, password = create(url, crash.archive)
+    store = TaskStore.in_data_dir(tmp_path / "data")
+    retracing = owner_pid(wait_running(store, task_id))
+    (consumer,) = [
+        pid for pid in children(server.process.pid) if command_line(pid).endswith(
+            f"worker --parent {server.process.pid} ")
+    ]  # fmt: skip
+    huey_processes = children(consumer)
+    assert retracing in huey_processes
+
+    os.kill(consumer, signal.SIGKILL)
+    wait_until(lambda: not any(map(is_running, huey_processes)), 10, "the huey workers' exit")
+    answer = requests.get(f"{url}/health", timeout=5)
+    wait_until(
+        lambda: requests.get(f"{url}/health", timeout=5).status_code == 503,
+        10,
+        "/health noticing",
+    )
+    assert answer.status_code in (200, 503)
+    door.open_to(podman_service.socket)
+    status, password = wait_finished(url, task_id, password, timeout=60)
+    assert status == "FINISHED_SUCCESS"
+    assert crash.crash_function in get(url, f"/{task_id}/backtrace", password).text
+    log = server.log_file.read_text()
+    assert re.search(rf"the worker \(pid {consumer}\) was killed by signal 9; restarting it", log)
+    assert requests.get(f"{url}/health", timeout=5).ok
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert re.search(r"^retracer_workers_alive 1\.0$", metrics, re.MULTILINE)
+
+
+@pytest.mark.analyzer
+def test_a_podman_service_killed_mid_retrace_ends_the_task_with_a_reason(
+    serve_process: ServeFactory, tmp_path: Path, testos: Testos
+) -> None:
+    launcher = PodmanLauncher(tmp_path)
+    podman = launcher.start()
+    data = lifecycle_settings(tmp_path, testos, podman.url)
+    # A prefix no image has: the retrace must build the base image, under its lock.
+    data["builder"]["name_prefix"] = f"retracer-t{os.getpid()}"
+    locks = tmp_path / "data" / "builder" / "images" / "locks"
+    locks.mkdir(parents=True)
+    with open(locks / f"base-{testos.release_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        url = serve_process(data).start()
+        task_id, password = create(url, testos.crashes["crasher"].archive)
+        log = task_log(tmp_path, task_id)
+        wait_until(
+            lambda: log.exists() and "reading the problem directory" in log.read_text(),
+            30,
+            "the retrace's start",
+        )
+        assert launcher.process is not None
+        os.killpg(launcher.process.pid, signal.SIGKILL)
+        launcher.process.wait()
+    status, password = wait_finished(url, task_id, password, timeout=60)
+    assert status == "FINISHED_FAILURE"
+    reason = TaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
+    assert reason is not None
+    assert reason.startswith(f"The podman service at {podman.url} cannot be reached")
+    launcher.stop()
