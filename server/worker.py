@@ -200,8 +200,7 @@ class Worker:
         try:
             action(*args)
         except (OSError, ServerError, sqlite3.Error) as error:
-            why = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
-            log.warning("task %s: could not %s: %s", task_id, what, why)
+            log.warning("task %s: could not %s: %s", task_id, what, _describe(error))
             return False
         return True
 
@@ -245,8 +244,8 @@ class Worker:
             spool.write_result(task_id, REPORT, json.dumps(result.report))
             spool.append_log(task_id, "Retrace finished successfully")
         except (OSError, ServerError) as error:
-            why = getattr(error, "reason", None) or error.strerror or str(error)
-            return Outcome(False, f"The results could not be saved: {str(why).rstrip('.')}.")
+            why = _describe(error)
+            return Outcome(False, f"The results could not be saved: {why}.")
         return Outcome(True, None)
 
     def _saved_outcome(self, spool: Spool, task_id: str) -> Outcome | None:
@@ -278,6 +277,12 @@ class Worker:
                 state_dir=config.data_dir / "builder",
             )
         return self._analyzer
+
+
+def _describe(error: BaseException) -> str:
+    """A short description of a file, spool or store error, without a trailing period."""
+    why = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+    return str(why).rstrip(".")
 
 
 class _TaskObserver:
