@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from retracer.builder.errors import EnvironmentFailed
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
@@ -36,6 +37,7 @@ _BASE_RECIPE = "1"
 _RETRACE_TOOLS = ("gdb", "elfutils")
 REPOSITORY_MOUNT = "/srv/retracer/repo"
 DNF_CACHE_MOUNT = "/var/cache/retracer-dnf"
+KEYS_MOUNT = "/srv/retracer/keys"
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,13 @@ class Environments:
         scratch.mkdir(exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="bootstrap-", dir=scratch))
         try:
-            install_into_root(release.repositories, packages, root, release.release.version)
+            install_into_root(
+                release.repositories,
+                packages,
+                root,
+                release.release.version,
+                keys=release.signing_keys,
+            )
             self.sandbox.import_rootfs(root, image)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -193,8 +201,15 @@ class Environments:
             BindMount(path, f"{REPOSITORY_MOUNT}/{number}")
             for number, path in enumerate(release.repositories)
         ]
+        # With the release's signing keys (read-only in the container), dnf checks every
+        # package's signature; a release with no key has only local, trusted packages.
+        keys = [
+            BindMount(_key_path(key), f"{KEYS_MOUNT}/{number}.asc")
+            for number, key in enumerate(release.signing_keys)
+        ]
+        gpg = ["--setopt=gpgcheck=True"] if keys else ["--nogpgcheck"]
         dnf = [
-            "dnf", "install", "--assumeyes", "--nogpgcheck", "--quiet",
+            "dnf", "install", "--assumeyes", *gpg, "--quiet",
             "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
             f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.release.version}",
             "--disablerepo=*",
@@ -202,6 +217,10 @@ class Environments:
         for mount in mounts:
             name = f"retracer{Path(mount.target).name}"
             dnf += [f"--repofrompath={name},{mount.target}", f"--enablerepo={name}"]
+            if keys:
+                uris = " ".join(f"file://{key.target}" for key in keys)
+                dnf += [f"--setopt={name}.gpgcheck=True", f"--setopt={name}.gpgkey={uris}"]
+        mounts += keys
         # dnf's pid-file lock cannot see across containers, so one install per release
         # at a time keeps the shared cache consistent.
         with self._locked(f"dnf-cache-{release.id}"):
@@ -232,3 +251,8 @@ class Environments:
         with open(locks / f"{name}.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def _key_path(key: str) -> Path:
+    """A configured key (a path or a file:// URL) as an absolute path to bind-mount."""
+    return Path(urlsplit(key).path if key.startswith("file://") else key).absolute()
