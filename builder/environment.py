@@ -129,19 +129,29 @@ class Environments:
             ).fetchone()
         return row[0] if row and self.sandbox.image_exists(row[0]) else None
 
-    def evict(self, keep: str | None = None) -> list[str]:
-        """Remove least recently used environments until the cache fits its cap."""
+    def evict(self, keep: str | None = None, now: float | None = None) -> list[str]:
+        """Remove least recently used environments until the cache fits its cap.
+
+        An environment in use is kept: one a container runs from (podman refuses to
+        remove it), and one picked within the last gdb timeout, whose container may
+        not exist yet.
+        """
         cap = self.settings.image_cache_max_mib * 1024 * 1024
+        recent = (time.time() if now is None else now) - self.settings.limits.gdb_timeout_seconds
         removed = []
         with closing(sqlite3.connect(self._index_path)) as db:
-            rows = db.execute("SELECT image, size FROM environment ORDER BY last_used").fetchall()
-            total = sum(size for _, size in rows)
-            for image, size in rows:
+            rows = db.execute(
+                "SELECT image, size, last_used FROM environment ORDER BY last_used"
+            ).fetchall()
+            total = sum(size for _, size, _ in rows)
+            for image, size, last_used in rows:
                 if total <= cap:
                     break
-                if image == keep:
+                if image == keep or last_used >= recent:
                     continue
-                self.sandbox.remove_image(image)
+                if not self.sandbox.remove_unused_image(image):
+                    log.info("environment %s is in use; not evicted", image)
+                    continue
                 db.execute("DELETE FROM environment WHERE image = ?", (image,))
                 db.commit()
                 total -= size
