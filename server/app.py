@@ -12,16 +12,16 @@ from flask import Flask
 from retracer.server import api, errors, metrics
 from retracer.server.config import Config
 from retracer.server.jobs import JobQueue
-from retracer.server.offload import in_threadpool, pump_into_thread
+from retracer.server.offload import OffloadedTaskStore, in_threadpool, pump_into_thread
 from retracer.server.packages import PackageCatalog
 from retracer.server.service import RetraceService
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskStore
 
 
 def create_app(config: Config) -> Flask:
     app = Flask(__name__)
-    store = TaskStore.in_data_dir(config.data_dir)
+    # SQLite may wait for a worker's write lock: never on the event loop.
+    store = OffloadedTaskStore.in_data_dir(config.data_dir)
     spool = Spool.in_data_dir(config.data_dir, config.server, pump=pump_into_thread)
     app.extensions["retracer"] = RetraceService(
         config,

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 import pytest
 import requests
 
-from retracer.server.config import ServerSettings, config_from_mapping
+from retracer.server.auth import digest
+from retracer.server.config import Config, ServerSettings, config_from_mapping
 from retracer.server.lifetime import new_owner
 from retracer.server.tasks import TaskState, TaskStore
 from retracer.server.worker import FOLDER_GONE, TaskGuard, Worker
@@ -34,7 +36,7 @@ from tests.server.faults import (
     is_running,
     wait_until,
 )
-from tests.server.live import ServeProcess
+from tests.server.live import Served, ServeProcess
 from tests.server.test_worker import get, wait_finished
 from tests.testos import Testos
 
@@ -321,3 +323,37 @@ def test_a_podman_service_killed_mid_retrace_ends_the_task_with_a_reason(
     assert reason is not None
     assert reason.startswith(f"The podman service at {podman.url} cannot be reached")
     launcher.stop()
+
+
+def test_a_write_waiting_for_the_database_does_not_freeze_the_server(
+    serve: Callable[[Config], Served], server_config: Callable[..., Config]
+) -> None:
+    config = server_config(protocol_profile="abrt")
+    url = serve(config).url
+    store = TaskStore.in_data_dir(config.data_dir)
+    assert store.insert("123456789", digest("right"))
+    # A worker holds the write lock: the HTTP process's next write waits (busy timeout).
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    answers: list[int] = []
+    try:
+        # A wrong password is recorded: a write, which now waits for the lock.
+        writer = threading.Thread(
+            target=lambda: answers.append(
+                requests.get(
+                    f"{url}/123456789", headers={"X-Task-Password": "wrong"}, timeout=30
+                ).status_code
+            )
+        )
+        writer.start()
+        window = time.monotonic() + 3
+        while time.monotonic() < window:
+            started = time.monotonic()
+            assert requests.get(f"{url}/settings", timeout=5).ok
+            assert time.monotonic() - started < 0.5, "the event loop was frozen"
+        assert writer.is_alive()  # the write waited all along
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    writer.join(30)
+    assert answers == [403]
