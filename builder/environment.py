@@ -180,6 +180,8 @@ class Environments:
         recipe = [_BASE_RECIPE, release.id, release.base_image or ""]
         if release.bootstrap is not None:
             recipe += sorted(release.bootstrap.packages)
+        if release.signing_keys:  # built with signature checks: not the same image
+            recipe += ["signed by", *sorted(release.signing_keys)]
         key = hashlib.sha256("\n".join(recipe).encode()).hexdigest()[:16]
         return f"localhost/{self.settings.name_prefix}-base:{release.id}-{key}"
 
