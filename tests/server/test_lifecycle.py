@@ -7,11 +7,13 @@ Tests that need a real retrace are marked ``analyzer``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -357,3 +359,45 @@ def test_a_write_waiting_for_the_database_does_not_freeze_the_server(
         blocker.close()
     writer.join(30)
     assert answers == [403]
+
+
+@pytest.fixture
+def small_spool(tmp_path: Path) -> Iterator[Path]:
+    """``data/spool`` on a 16 MiB tmpfs of its own (the database stays on disk)."""
+    spool = tmp_path / "data" / "spool"
+    spool.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(spool)], check=True)
+    try:
+        yield spool
+    finally:
+        subprocess.run(["umount", "--lazy", str(spool)], check=True)
+
+
+def fill(folder: Path) -> None:
+    """Write into ``folder`` until its file system is full."""
+    with open(folder / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+
+
+def test_a_full_spool_still_finishes_the_task_with_its_reason(
+    serve_process: ServeFactory,
+    tmp_path: Path,
+    testos: Testos,
+    door: PodmanDoor,
+    small_spool: Path,
+) -> None:
+    data = lifecycle_settings(tmp_path, testos, door.url, task_deadline_seconds=3)
+    url = serve_process(data).start()
+    task_id, password = create(url, testos.crashes["crasher"].archive)
+    store = TaskStore.in_data_dir(tmp_path / "data")
+    wait_running(store, task_id)
+    fill(small_spool)  # the outcome, the log line and the results cannot be written
+
+    status, _ = wait_finished(url, task_id, password, timeout=30)
+    assert status == "FINISHED_FAILURE"
+    assert store.get(task_id).reason == "The retrace ran past its deadline of 3 s."
