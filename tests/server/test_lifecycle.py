@@ -14,6 +14,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ from tests.server.faults import (
 )
 from tests.server.live import Served, ServeProcess
 from tests.server.test_worker import get, wait_finished
+from tests.sync.rpms import build_rpms
+from tests.sync.served import UpstreamRepository, UpstreamServer
 from tests.testos import Testos
 
 ServeFactory = Callable[[dict[str, Any]], ServeProcess]
@@ -401,3 +404,66 @@ def test_a_full_spool_still_finishes_the_task_with_its_reason(
     status, _ = wait_finished(url, task_id, password, timeout=30)
     assert status == "FINISHED_FAILURE"
     assert store.get(task_id).reason == "The retrace ran past its deadline of 3 s."
+
+
+@pytest.mark.analyzer
+def test_a_sync_republishing_the_repository_during_a_retrace(
+    serve_process: ServeFactory,
+    tmp_path: Path,
+    testos: Testos,
+    podman_service: PodmanService,
+) -> None:
+    # The release's repository, writable: hard links to the cached packages (sync adds
+    # files and replaces repodata by rename, so the cache is never written).
+    local = tmp_path / "repo"
+    subprocess.run(["cp", "-al", str(testos.repo), str(local)], check=True)
+    upstream = UpstreamRepository(tmp_path / "upstream")
+    upstream.add(build_rpms("newcomer", "1.0"))
+    upstream.refresh()
+    server = UpstreamServer(upstream.root).start()
+    prefix = f"retracer-s{os.getpid()}"
+    try:
+        data = lifecycle_settings(tmp_path, testos, podman_service.url)
+        data["releases"][0].update(
+            repositories=[str(local)],
+            upstreams=[{"name": "updates", "baseurl": [server.url]}],
+            insecure=True,
+        )
+        # A prefix no image has: the retrace builds its base image (the host-side
+        # bootstrap reads the repository), after a lock the test holds.
+        data["builder"]["name_prefix"] = prefix
+        locks = tmp_path / "data" / "builder" / "images" / "locks"
+        locks.mkdir(parents=True)
+        serve = serve_process(data)
+        with open(locks / f"base-{testos.release_id}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            url = serve.start()
+            crash = testos.crashes["crasher"]
+            task_id, password = create(url, crash.archive)
+            log = task_log(tmp_path, task_id)
+            wait_until(
+                lambda: log.exists() and "reading the problem directory" in log.read_text(),
+                30,
+                "the retrace's start",
+            )
+            before = (local / "repodata" / "repomd.xml").read_bytes()
+            sync = subprocess.run(
+                [sys.executable, "-m", "retracer.server.cli", "--config",
+                 str(serve.config_file), "sync"],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert sync.returncode == 0, sync.stderr
+            assert (local / "repodata" / "repomd.xml").read_bytes() != before
+        status, password = wait_finished(url, task_id, password, timeout=300)
+        assert status == "FINISHED_SUCCESS", store_reason(tmp_path, task_id)
+        assert crash.crash_function in get(url, f"/{task_id}/backtrace", password).text
+    finally:
+        server.stop()
+        images = podman_service.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        for image in images.split():
+            if image.startswith(f"localhost/{prefix}-"):
+                podman_service.cli("rmi", "--force", image, check=False)
+
+
+def store_reason(tmp_path: Path, task_id: str) -> str | None:
+    return TaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
