@@ -356,7 +356,7 @@ class TaskGuard:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"guard-{task_id}", daemon=True)
-        self._target = threading.main_thread().ident
+        self._target: int | None = None
         self._previous_handler: object = None
         self.reason: str | None = None
         self.lease_lost = False
@@ -366,9 +366,14 @@ class TaskGuard:
         return self._lease / 3
 
     def __enter__(self) -> TaskGuard:
-        self._target = threading.get_ident()
-        if self._target == threading.main_thread().ident:
-            self._previous_handler = signal.signal(self.SIGNAL, self._raise_in_retrace)
+        # Only the main thread can receive Python signal handlers; elsewhere (a test
+        # calling from a thread) the grace period's backstop is the only stop.
+        if threading.current_thread() is threading.main_thread():
+            self._target = threading.get_ident()
+            previous = signal.signal(self.SIGNAL, self._raise_in_retrace)
+            self._previous_handler = signal.SIG_DFL if previous is None else previous
+        else:
+            self._target = None
         self._thread.start()
         return self
 
@@ -381,7 +386,7 @@ class TaskGuard:
         self._done.set()
         self._stop.set()
         self._thread.join()
-        if self._previous_handler is not None:
+        if self._target is not None:
             signal.signal(self.SIGNAL, self._previous_handler)  # type: ignore[arg-type]
 
     def check(self) -> str | None:

@@ -27,6 +27,7 @@ import requests
 from retracer.server.auth import digest
 from retracer.server.config import Config, ServerSettings, config_from_mapping
 from retracer.server.lifetime import new_owner
+from retracer.server.spool import Spool
 from retracer.server.tasks import TaskState, TaskStore
 from retracer.server.worker import FOLDER_GONE, TaskGuard, Worker
 from tests.podman_service import PodmanLauncher, PodmanService
@@ -467,3 +468,20 @@ def test_a_sync_republishing_the_repository_during_a_retrace(
 
 def store_reason(tmp_path: Path, task_id: str) -> str | None:
     return TaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
+
+
+def test_an_upload_still_arriving_after_an_hour_is_not_swept(tmp_path: Path) -> None:
+    config = config_from_mapping(settings_mapping(tmp_path), tmp_path)
+    spool = Spool.in_data_dir(config.data_dir, config.server)
+    incoming = spool.root / "incoming"
+    now = time.time()
+    for name in ("slow", "abandoned"):
+        (incoming / name / "crash").mkdir(parents=True)
+        (incoming / name / "crash" / "coredump").write_bytes(b"core")
+        for path in (incoming / name, incoming / name / "crash"):
+            os.utime(path, (now - 7200, now - 7200))
+    # The slow upload wrote its core a moment ago; the other one two hours ago.
+    os.utime(incoming / "abandoned" / "crash" / "coredump", (now - 7200, now - 7200))
+
+    assert spool.sweep_incoming(older_than_seconds=3600, now=now) == 1
+    assert sorted(p.name for p in incoming.iterdir()) == ["slow"]
