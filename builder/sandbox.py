@@ -300,6 +300,12 @@ class Sandbox:
             yield
         except (requests.ConnectionError, ConnectionError) as error:
             raise SandboxUnavailable(self.settings.podman_url, _short(error)) from error
+        except APIError as error:
+            # podman-py reports a dead service as "GET operation failed" over the OSError.
+            if isinstance(error.__cause__, OSError):
+                why = _short(error.__cause__)
+                raise SandboxUnavailable(self.settings.podman_url, why) from error
+            raise SandboxFailed(step, _short(error)) from error
         except (PodmanError, requests.RequestException) as error:
             raise SandboxFailed(step, _short(error)) from error
 

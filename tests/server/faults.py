@@ -87,3 +87,16 @@ def command_line(pid: int) -> str:
 
 def kill_9(pid: int) -> None:
     os.kill(pid, 9)
+
+
+def someone_waits_for(lock_file: Path) -> bool:
+    """Whether a process is blocked waiting for a flock on ``lock_file`` (/proc/locks
+    lists waiters with "->")."""
+    inode = lock_file.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and fields[fields.index("->") + 1] == "FLOCK":
+            device_inode = fields[fields.index("->") + 5]
+            if device_inode.rsplit(":", 1)[-1] == str(inode):
+                return True
+    return False

@@ -38,6 +38,7 @@ from tests.server.faults import (
     command_line,
     descendants,
     is_running,
+    someone_waits_for,
     wait_until,
 )
 from tests.server.live import Served, ServeProcess
@@ -310,16 +311,15 @@ def test_a_podman_service_killed_mid_retrace_ends_the_task_with_a_reason(
     data["builder"]["name_prefix"] = f"retracer-t{os.getpid()}"
     locks = tmp_path / "data" / "builder" / "images" / "locks"
     locks.mkdir(parents=True)
-    with open(locks / f"base-{testos.release_id}.lock", "w") as lock:
+    lock_file = locks / f"base-{testos.release_id}.lock"
+    with open(lock_file, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         url = serve_process(data).start()
         task_id, password = create(url, testos.crashes["crasher"].archive)
-        log = task_log(tmp_path, task_id)
-        wait_until(
-            lambda: log.exists() and "reading the problem directory" in log.read_text(),
-            30,
-            "the retrace's start",
-        )
+        # The retrace has connected and asked podman about its base image, and now waits
+        # for the build lock: the service is idle, so killing it leaves no storage lock
+        # held (the storage is shared with the other tests).
+        wait_until(lambda: someone_waits_for(lock_file), 30, "the wait for the build lock")
         assert launcher.process is not None
         os.killpg(launcher.process.pid, signal.SIGKILL)
         launcher.process.wait()
