@@ -41,7 +41,12 @@ class JobQueue:
 
     def waiting(self) -> set[str]:
         """Ids whose message is still in the queue (not yet taken by a worker)."""
-        return {str(message.args[0]) for message in self._huey.pending() if message.args}
+        # Raw messages, not huey.pending(): that one needs every task name registered
+        # here and logs a traceback for the housekeeping messages this queue lacks.
+        messages = (
+            self._huey.serializer.deserialize(data) for data in self._huey.storage.enqueued_items()
+        )
+        return {str(m.args[0]) for m in messages if m.name.endswith(".retrace") and m.args}
 
     def __len__(self) -> int:
         return int(self._huey.pending_count())
