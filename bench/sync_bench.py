@@ -85,6 +85,7 @@ def run(
         repositories=(local,),
         base_image="localhost/bench:1",
         upstreams=(Upstream("updates", baseurl=(server.url,)),),
+        insecure=True,  # unsigned bench packages
     )
     count = len(rpm_files)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from retracer.builder.errors import EnvironmentFailed
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
@@ -36,6 +37,7 @@ _BASE_RECIPE = "1"
 _RETRACE_TOOLS = ("gdb", "elfutils")
 REPOSITORY_MOUNT = "/srv/retracer/repo"
 DNF_CACHE_MOUNT = "/var/cache/retracer-dnf"
+KEYS_MOUNT = "/srv/retracer/keys"
 
 
 @dataclass(frozen=True)
@@ -145,19 +147,29 @@ class Environments:
             ).fetchone()
         return row[0] if row and self.sandbox.image_exists(row[0]) else None
 
-    def evict(self, keep: str | None = None) -> list[str]:
-        """Remove least recently used environments until the cache fits its cap."""
+    def evict(self, keep: str | None = None, now: float | None = None) -> list[str]:
+        """Remove least recently used environments until the cache fits its cap.
+
+        An environment in use is kept: one a container runs from (podman refuses to
+        remove it), and one picked within the last gdb timeout, whose container may
+        not exist yet.
+        """
         cap = self.settings.image_cache_max_mib * 1024 * 1024
+        recent = (time.time() if now is None else now) - self.settings.limits.gdb_timeout_seconds
         removed = []
         with closing(sqlite3.connect(self._index_path)) as db:
-            rows = db.execute("SELECT image, size FROM environment ORDER BY last_used").fetchall()
-            total = sum(size for _, size in rows)
-            for image, size in rows:
+            rows = db.execute(
+                "SELECT image, size, last_used FROM environment ORDER BY last_used"
+            ).fetchall()
+            total = sum(size for _, size, _ in rows)
+            for image, size, last_used in rows:
                 if total <= cap:
                     break
-                if image == keep:
+                if image == keep or last_used >= recent:
                     continue
-                self.sandbox.remove_image(image)
+                if not self.sandbox.remove_unused_image(image):
+                    log.info("environment %s is in use; not evicted", image)
+                    continue
                 db.execute("DELETE FROM environment WHERE image = ?", (image,))
                 db.commit()
                 total -= size
@@ -186,6 +198,8 @@ class Environments:
         recipe = [_BASE_RECIPE, release.id, release.base_image or ""]
         if release.bootstrap is not None:
             recipe += sorted(release.bootstrap.packages)
+        if release.signing_keys:  # built with signature checks: not the same image
+            recipe += ["signed by", *sorted(release.signing_keys)]
         key = hashlib.sha256("\n".join(recipe).encode()).hexdigest()[:16]
         return f"localhost/{self.settings.name_prefix}-base:{release.id}-{key}"
 
@@ -200,6 +214,7 @@ class Environments:
                 root,
                 release.release.version,
                 arch=release.release.package_arch,
+                keys=release.signing_keys,
             )
             self.sandbox.import_rootfs(root, image)
         finally:
@@ -217,8 +232,15 @@ class Environments:
             BindMount(path, f"{REPOSITORY_MOUNT}/{number}")
             for number, path in enumerate(release.repositories)
         ]
+        # With the release's signing keys (read-only in the container), dnf checks every
+        # package's signature; a release with no key has only local, trusted packages.
+        keys = [
+            BindMount(_key_path(key), f"{KEYS_MOUNT}/{number}.asc")
+            for number, key in enumerate(release.signing_keys)
+        ]
+        gpg = ["--setopt=gpgcheck=True"] if keys else ["--nogpgcheck"]
         dnf = [
-            "dnf", "install", "--assumeyes", "--nogpgcheck", "--quiet",
+            "dnf", "install", "--assumeyes", *gpg, "--quiet",
             "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
             f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.release.version}",
             # An i386 release's image runs on an x86_64 kernel, where dnf would guess x86_64.
@@ -227,6 +249,10 @@ class Environments:
         for mount in mounts:
             name = f"retracer{Path(mount.target).name}"
             dnf += [f"--repofrompath={name},{mount.target}", f"--enablerepo={name}"]
+            if keys:
+                uris = " ".join(f"file://{key.target}" for key in keys)
+                dnf += [f"--setopt={name}.gpgcheck=True", f"--setopt={name}.gpgkey={uris}"]
+        mounts += keys
         # dnf's pid-file lock cannot see across containers, so one install per release
         # at a time keeps the shared cache consistent.
         with self._locked(f"dnf-cache-{release.id}"):
@@ -257,3 +283,8 @@ class Environments:
         with open(locks / f"{name}.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def _key_path(key: str) -> Path:
+    """A configured key (a path or a file:// URL) as an absolute path to bind-mount."""
+    return Path(urlsplit(key).path if key.startswith("file://") else key).absolute()

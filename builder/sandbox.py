@@ -128,8 +128,23 @@ class Sandbox:
             return int(self.client.images.get(reference).attrs.get("Size", 0))
 
     def remove_image(self, reference: str) -> None:
+        """Remove an image, and any container of it (tests and tools)."""
         with self._translated("removing an image"), suppress(ImageNotFound):
             self.client.images.remove(reference, force=True)
+
+    def remove_unused_image(self, reference: str) -> bool:
+        """Remove an image unless a container (another worker's gdb run, say) uses it;
+        False when it is in use and was kept."""
+        with self._translated("removing an image"):
+            try:
+                self.client.images.remove(reference, force=False)
+            except ImageNotFound:
+                return True
+            except APIError as error:
+                if error.status_code == HTTPStatus.CONFLICT:  # "image is in use"
+                    return False
+                raise
+        return True
 
     def pull(self, reference: str) -> None:
         with self._translated(f"pulling {reference}"):
@@ -301,6 +316,12 @@ class Sandbox:
             yield
         except (requests.ConnectionError, ConnectionError) as error:
             raise SandboxUnavailable(self.settings.podman_url, _short(error)) from error
+        except APIError as error:
+            # podman-py reports a dead service as "GET operation failed" over the OSError.
+            if isinstance(error.__cause__, OSError):
+                why = _short(error.__cause__)
+                raise SandboxUnavailable(self.settings.podman_url, why) from error
+            raise SandboxFailed(step, _short(error)) from error
         except (PodmanError, requests.RequestException) as error:
             raise SandboxFailed(step, _short(error)) from error
 

@@ -13,16 +13,16 @@ from retracer.server import api, errors, metrics, web
 from retracer.server.config import Config
 from retracer.server.debuginfod import views as debuginfod
 from retracer.server.jobs import JobQueue
-from retracer.server.offload import UploadPump, in_threadpool
+from retracer.server.offload import OffloadedTaskStore, UploadPump, in_threadpool
 from retracer.server.packages import PackageCatalog
 from retracer.server.service import RetraceService
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskStore
 
 
 def create_app(config: Config) -> Flask:
     app = Flask(__name__)
-    store = TaskStore.in_data_dir(config.data_dir)
+    # SQLite may wait for a worker's write lock: never on the event loop.
+    store = OffloadedTaskStore.in_data_dir(config.data_dir)
     spool = Spool.in_data_dir(config.data_dir, config.server, pump=UploadPump(config.server))
     app.extensions["retracer"] = RetraceService(
         config,
@@ -30,7 +30,7 @@ def create_app(config: Config) -> Flask:
         spool=spool,
         queue=JobQueue(config.queue, config.data_dir),
         catalog=PackageCatalog(config.releases, config.data_dir / "builder" / "index"),
-        metrics=metrics.init_app(app, store),
+        metrics=metrics.init_app(app, store, config.server),
         offload=in_threadpool,
     )
     errors.init_app(app)

@@ -137,14 +137,16 @@ def debuginfod(source: ConfigSource, host: str | None, port: int | None) -> None
 
 
 @main.command()
+@click.option("--parent", "parent_pid", type=int, hidden=True,
+              help="Exit when this process (retracer serve) dies.")  # fmt: skip
 @pass_config_source
-def worker(source: ConfigSource) -> None:
+def worker(source: ConfigSource, parent_pid: int | None) -> None:
     """Consume the task queue: retrace tasks with `server.workers` processes until SIGINT."""
     from retracer.server.worker import run
 
     config = source.load()
     _log_to_stderr()
-    run(config)
+    run(config, parent_pid=parent_pid)
 
 
 @main.command()

@@ -83,6 +83,19 @@ class ServerSettings:
     # A worker renews its claim on a task this often; a claim older than the lease
     # means its worker died, and the task is queued again.
     task_lease_seconds: float = 60.0
+    # Every attempt at a task (claim to outcome, image builds and lock waits included)
+    # ends within this many seconds; past it the task fails with a reason saying so.
+    task_deadline_seconds: float = 3600.0
+    # A retrace told to stop (deadline, lost lease) that is still running after this
+    # many seconds (stuck in C code) has its task failed and its process ended.
+    abort_grace_seconds: float = 30.0
+    # Each consumer (`retracer worker`) says it is alive this often; /metrics and
+    # /health count those seen within three intervals.
+    worker_heartbeat_seconds: float = 5.0
+    # `retracer serve` restarts a dead worker after this many seconds, doubled after
+    # each quick death up to the maximum.
+    worker_restart_backoff_seconds: float = 1.0
+    worker_restart_backoff_max_seconds: float = 60.0
     # The operator's dashboard at /admin asks for this token; without one it is off.
     admin_token: str | None = None
 

@@ -18,11 +18,14 @@ from pathlib import Path
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
 from retracer.server.config import QueueSettings
+from retracer.server.lifetime import owner_is_dead
 from retracer.server.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "retracer"
+# How often the consumer checks its worker processes (a check is cheap).
+WORKER_CHECK_SECONDS = 2.0
 
 
 class JobQueue:
@@ -38,7 +41,12 @@ class JobQueue:
 
     def waiting(self) -> set[str]:
         """Ids whose message is still in the queue (not yet taken by a worker)."""
-        return {str(message.args[0]) for message in self._huey.pending() if message.args}
+        # Raw messages, not huey.pending(): that one needs every task name registered
+        # here and logs a traceback for the housekeeping messages this queue lacks.
+        messages = (
+            self._huey.serializer.deserialize(data) for data in self._huey.storage.enqueued_items()
+        )
+        return {str(m.args[0]) for m in messages if m.name.endswith(".retrace") and m.args}
 
     def __len__(self) -> int:
         return int(self._huey.pending_count())
@@ -48,13 +56,24 @@ class JobQueue:
         handler: Callable[[str], None],
         housekeeping: Callable[[], None],
         workers: int,
+        on_worker_start: Callable[[], None] | None = None,
     ) -> None:
         """Run ``handler(task_id)`` for each message in ``workers`` processes, and
-        ``housekeeping()`` every minute, until SIGINT (graceful) or SIGTERM."""
+        ``housekeeping()`` every minute, until SIGINT (graceful) or SIGTERM.
+
+        A worker process that dies is replaced within WORKER_CHECK_SECONDS; each new
+        one first calls ``on_worker_start()``.
+        """
         self._handler = handler
         self._huey.periodic_task(crontab(minute="*"), name="housekeeping")(housekeeping)
+        if on_worker_start is not None:
+            self._huey.on_startup(name="retracer")(on_worker_start)
         consumer = self._huey.create_consumer(
-            workers=workers, worker_type="process", periodic=True, check_worker_health=True
+            workers=workers,
+            worker_type="process",
+            periodic=True,
+            check_worker_health=True,
+            health_check_interval=WORKER_CHECK_SECONDS,
         )
         consumer.run()
 
@@ -67,11 +86,15 @@ class JobQueue:
 def requeue_lost(store: TaskStore, queue: JobQueue) -> list[str]:
     """Queue again every task a dead worker or a lost message left behind.
 
-    A RUNNING task whose lease ran out goes back to QUEUED; a QUEUED task with no
-    message in the queue gets one. Running a task twice is harmless: claiming it is
-    atomic and a finished task is skipped.
+    A RUNNING task whose lease ran out, or whose owner was a process of this host that
+    is gone, goes back to QUEUED; a QUEUED task with no message in the queue gets one.
+    Running a task twice is harmless: claiming it is atomic and a finished task is
+    skipped.
     """
     released = store.release_expired()
+    for task_id, owner in store.running_owners().items():
+        if owner is not None and owner_is_dead(owner) and store.release(task_id, owner):
+            released.append(task_id)
     waiting = queue.waiting()
     lost = [task_id for task_id in store.queued_ids() if task_id not in waiting]
     for task_id in lost:

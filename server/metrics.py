@@ -1,4 +1,5 @@
-"""Prometheus metrics at ``/metrics``: tasks created and finished, upload bytes, queue.
+"""Prometheus metrics at ``/metrics``: tasks created and finished, upload bytes, queue,
+workers alive; and ``/health``: 200 while a worker is alive, else 503.
 
 Counts of tasks come from the TaskStore (so they include what the worker processes
 did and survive restarts); upload bytes and refused uploads are counted in the HTTP
@@ -7,6 +8,7 @@ process. Each app gets its own registry: nothing is global.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, current_app
@@ -14,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from retracer.server.config import ServerSettings
 from retracer.server.statistics import Statistics
 from retracer.server.tasks import TaskState, TaskStore
 
@@ -23,7 +26,9 @@ bp = Blueprint("metrics", __name__)
 class Metrics:
     """The app's registry and the counters the HTTP side updates."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, settings: ServerSettings) -> None:
+        self._store = store
+        self._settings = settings
         self.registry = CollectorRegistry()
         self.upload_bytes = Counter(
             "retracer_upload_bytes",
@@ -36,7 +41,7 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
-        self.registry.register(_TaskCollector(store))
+        self.registry.register(_TaskCollector(store, self))
 
     def accepted(self, packed_bytes: int) -> None:
         self.upload_bytes.inc(packed_bytes)
@@ -44,10 +49,16 @@ class Metrics:
     def refused(self, status: int) -> None:
         self.uploads_refused.labels(status=str(status)).inc()
 
+    def workers_alive(self) -> int:
+        """Consumers (``retracer worker``) whose heartbeat is at most three beats old."""
+        since = time.time() - 3 * self._settings.worker_heartbeat_seconds
+        return self._store.workers_seen_since(since)
+
 
 class _TaskCollector(Collector):
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, metrics: Metrics) -> None:
         self._store = store
+        self._metrics = metrics
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         totals = self._store.totals()
@@ -74,6 +85,11 @@ class _TaskCollector(Collector):
         )
         yield GaugeMetricFamily(
             "retracer_running_tasks", "Tasks being retraced.", value=counts[TaskState.RUNNING]
+        )
+        yield GaugeMetricFamily(
+            "retracer_workers_alive",
+            "Worker processes (retracer worker) with a recent heartbeat; 0 means tasks wait.",
+            value=self._metrics.workers_alive(),
         )
         yield from statistics_families(self._store.statistics())
 
@@ -125,8 +141,8 @@ def statistics_families(stats: Statistics) -> Iterator[GaugeMetricFamily]:
     yield steps
 
 
-def init_app(app: Flask, store: TaskStore) -> Metrics:
-    metrics = Metrics(store)
+def init_app(app: Flask, store: TaskStore, settings: ServerSettings) -> Metrics:
+    metrics = Metrics(store, settings)
     app.extensions["retracer.metrics"] = metrics
     app.register_blueprint(bp)
     return metrics
@@ -136,3 +152,16 @@ def init_app(app: Flask, store: TaskStore) -> Metrics:
 def export() -> Response:
     metrics: Metrics = current_app.extensions["retracer.metrics"]
     return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/health")
+def health() -> Response:
+    metrics: Metrics = current_app.extensions["retracer.metrics"]
+    alive = metrics.workers_alive()
+    if alive:
+        return Response(f"ok: {alive} worker(s) alive\n", content_type="text/plain")
+    return Response(
+        "No worker is alive: new tasks wait until one starts.\n",
+        status=503,
+        content_type="text/plain",
+    )

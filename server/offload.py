@@ -13,6 +13,9 @@ lookups never wait behind them; and an upload takes its thread only once the fir
 bytes of its body have arrived, so a client that sends headers and then nothing
 costs a socket and a greenlet, not a thread. Every wait for the client's bytes ends
 after ``body_timeout_seconds`` with UploadStalled (408).
+- :class:`OffloadedTaskStore` runs every TaskStore call on a thread of its own, so
+  a statement waiting for a worker's write lock (up to the busy timeout) never
+  freezes the event loop, and reads go on beside a waiting write.
 
 Without gevent (the worker, a test calling the spool directly) the spool uses plain
 in-thread equivalents instead.
@@ -22,21 +25,25 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import io
 import os
 from collections.abc import Callable
-from typing import IO, TypeVar, cast
+from pathlib import Path
+from typing import IO, Any, TypeVar, cast
 
 import gevent
 import gevent.os
 import gevent.socket
 import gevent.ssl
-from gevent import pywsgi
+from gevent import monkey, pywsgi
 from gevent.lock import BoundedSemaphore
 from gevent.threadpool import ThreadPool
 
 from retracer.server.config import ServerSettings
 from retracer.server.errors import ServerError, UploadIncomplete, UploadSlotsBusy, UploadStalled
+from retracer.server.tasks import TaskStore
 
 T = TypeVar("T")
 
@@ -230,3 +237,74 @@ def _spliceable_socket(stream: IO[bytes]) -> int | None:
     if not isinstance(sock, gevent.socket.socket) or isinstance(sock, gevent.ssl.SSLSocket):
         return None
     return sock.fileno()
+
+
+# TaskStore methods that only read: they run on a connection of their own, which WAL
+# mode never makes wait for a writer.
+_READS = frozenset(
+    {
+        "get", "exists", "ids", "active_count", "count_by_state", "queue_position",
+        "totals", "password_hash", "is_spent", "expired", "queued_ids",
+        "running_owners", "workers_seen_since", "statistics", "core_sha256", "find_result",
+    }
+)  # fmt: skip
+
+
+class _Lane:
+    """One connection and the thread that uses it (one per event loop, serialised)."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+        self._lock = monkey.get_original("threading", "Lock")()
+        self._pools: dict[Any, ThreadPool] = {}
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        hub = gevent.get_hub()
+        pool = self._pools.get(hub)
+        if pool is None:
+            pool = self._pools[hub] = ThreadPool(1, hub=hub)
+
+        def run() -> T:
+            with self._lock:
+                return function(self.store, *args, **kwargs)
+
+        result: T = pool.apply(run)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            TaskStore.close(self.store)
+        for pool in self._pools.values():
+            pool.kill()
+
+
+class OffloadedTaskStore(TaskStore):
+    """A TaskStore for the HTTP process: writes on one thread and connection, reads on
+    another, each waited for cooperatively."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._writes = _Lane(self)
+        self._reads = _Lane(TaskStore(path))
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> OffloadedTaskStore:
+        return cls(data_dir / "tasks.db")
+
+    def close(self) -> None:
+        self._reads.close()
+        self._writes.close()
+
+
+def _offloaded(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: OffloadedTaskStore, *args: Any, **kwargs: Any) -> Any:
+        lane = self._reads if name in _READS else self._writes
+        return lane.call(method, *args, **kwargs)
+
+    return call
+
+
+for _name, _method in list(vars(TaskStore).items()):
+    if inspect.isfunction(_method) and not _name.startswith("_") and _name != "close":
+        setattr(OffloadedTaskStore, _name, _offloaded(_name, _method))

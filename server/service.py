@@ -45,6 +45,9 @@ FINISHED_MESSAGES = {
     TaskState.FINISHED_SUCCESS: "Retrace job finished successfully",
     TaskState.FINISHED_FAILURE: "Retrace job failed",
 }
+# How long a new task's row stays reserved while its folder is moved in. Past it (the
+# server died in between), housekeeping queues the task and the worker fails it.
+ADMIT_SECONDS = 60.0
 # The task's files a client may read, and when each one exists.
 DOCUMENTS = {
     "backtrace": TaskState.FINISHED_SUCCESS,
@@ -150,12 +153,11 @@ class RetraceService:
             self._metrics.refused(status_of(error))
             raise
         password = new_password()
-        while True:
-            task_id = new_task_id()
-            if self._store.exists(task_id) or not self._spool.admit(received.token, task_id):
-                continue
-            if self._store.insert(task_id, digest(password), core_sha256=received.core_sha256):
-                break
+        try:
+            task_id = self._store_and_admit(received.token, digest(password), received.core_sha256)
+        except BaseException:
+            self._spool.discard(received.token)
+            raise
         self._queue.put(task_id)
         self._metrics.accepted(received.packed_bytes)
         log.info(
@@ -172,6 +174,25 @@ class RetraceService:
             read_problem(problem_dir, self._config.releases)
         except (BuilderError, SyncError) as error:
             raise CrashRejected(error.reason) from error
+
+    def _store_and_admit(self, token: str, password_hash: str, core_sha256: str | None) -> str:
+        """Write the task's row (reserved), then move its folder in: a folder in the
+        spool always has a row, so housekeeping never takes it for an orphan."""
+        while True:
+            task_id = new_task_id()
+            if not self._store.insert(
+                task_id, password_hash, reserve_seconds=ADMIT_SECONDS, core_sha256=core_sha256
+            ):
+                continue
+            try:
+                admitted = self._spool.admit(token, task_id)
+            except BaseException:
+                self._store.forget(task_id)
+                raise
+            if admitted:
+                self._store.admitted(task_id)
+                return task_id
+            self._store.forget(task_id)  # a folder of that name exists: take another id
 
     def authenticate(self, task_id: str, password: str | None, client: str) -> Access:
         return self.gatekeeper.check(task_id, password, client)

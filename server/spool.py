@@ -21,6 +21,7 @@ writer here refuses a sealed task.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -217,14 +218,22 @@ class Spool:
     def discard(self, token: str) -> None:
         _remove_tree(self._incoming / token)
 
-    def sweep_incoming(self, older_than_seconds: float) -> int:
-        """Remove uploads abandoned by a crash mid-way; returns how many."""
-        cutoff = time.time() - older_than_seconds
+    def sweep_incoming(self, older_than_seconds: float, now: float | None = None) -> int:
+        """Remove uploads abandoned by a crash mid-way; returns how many.
+
+        An upload counts as abandoned when nothing in its folder changed for
+        ``older_than_seconds``: a slow upload that is still arriving keeps writing its
+        files, so only the top folder's age would sweep it mid-flight.
+        """
+        cutoff = (time.time() if now is None else now) - older_than_seconds
         removed = 0
         for folder in self._incoming.iterdir():
-            if folder.stat().st_mtime < cutoff:
-                _remove_tree(folder)
-                removed += 1
+            try:
+                if _last_change(folder) < cutoff:
+                    _remove_tree(folder)
+                    removed += 1
+            except FileNotFoundError:
+                continue  # admitted or discarded meanwhile
         return removed
 
     def _require_space(self, incoming_bytes: int, reservation: Reservation | None) -> None:
@@ -455,6 +464,15 @@ class _Exactly:
             raise UploadIncomplete(0, self._left)
         self._left -= len(data)
         return data
+
+
+def _last_change(folder: Path) -> float:
+    """The newest modification time of a folder and everything in it."""
+    newest = folder.lstat().st_mtime
+    for entry in folder.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            newest = max(newest, entry.lstat().st_mtime)
+    return newest
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,6 +7,13 @@ file (WAL mode lets readers run beside one writer).
 
 A task moves QUEUED -> RUNNING -> FINISHED_SUCCESS or FINISHED_FAILURE; a RUNNING task
 whose lease ran out goes back to QUEUED. A finished task never changes again.
+
+A new task's row is written before its folder is moved into the spool, *reserved*
+(a QUEUED row whose ``lease_until`` lies ahead) until the folder is in place: no
+housekeeping queues it meanwhile, and a server killed in between leaves a row that
+fails with a reason once the reservation runs out, never a folder nobody knows.
+A RUNNING task names its ``owner`` (one worker's attempt): only the owner renews or
+finishes it, so a worker whose lease was taken over cannot write over the new one.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     reason TEXT,
     password_hash TEXT NOT NULL,
     lease_until REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, queued);
 CREATE TABLE IF NOT EXISTS spent_passwords (
@@ -51,11 +59,13 @@ CREATE TABLE IF NOT EXISTS spent_passwords (
 -- No longer used (failures are counted per client, in memory); gone on upgrade.
 DROP TABLE IF EXISTS password_failures;
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS worker_heartbeats (worker TEXT PRIMARY KEY, seen REAL NOT NULL);
 """
 # Columns added after the first release, with their types (added where missing):
-# the core's SHA-256 from the upload, and "<release id>:<repository metadata revision>"
-# of a successful retrace, which together let an identical core reuse its result.
-_ADDED_COLUMNS = {"core_sha256": "TEXT", "result_key": "TEXT"}
+# the lease holder, the core's SHA-256 from the upload, and "<release id>:<repository
+# metadata revision>" of a successful retrace (the last two let an identical core reuse
+# its result).
+_ADDED_COLUMNS = {"owner": "TEXT", "core_sha256": "TEXT", "result_key": "TEXT"}
 _RESULTS_INDEX = (
     "CREATE INDEX IF NOT EXISTS tasks_by_result ON tasks (core_sha256, result_key, state)"
 )
@@ -97,13 +107,14 @@ class Task:
 class TaskStore:
     """All task state, in one SQLite file; open one per process (or per thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_seconds: float = 10.0) -> None:
+        """``busy_seconds``: how long a statement waits for another writer's lock."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per store; the HTTP process may build the app in one thread
         # and serve it from another, but never uses a store from two threads at once.
         self._db = sqlite3.connect(
-            path, isolation_level=None, timeout=10.0, check_same_thread=False
+            path, isolation_level=None, timeout=busy_seconds, check_same_thread=False
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         # Commits survive a killed process either way; only those made with
@@ -152,15 +163,21 @@ class TaskStore:
         task_id: str,
         password_hash: str,
         now: float | None = None,
+        reserve_seconds: float | None = None,
         core_sha256: str | None = None,
     ) -> bool:
-        """Store a new QUEUED task; False if the id is taken."""
+        """Store a new QUEUED task; False if the id is taken.
+
+        With ``reserve_seconds`` the task is reserved (not queued by housekeeping, not
+        claimable) until :meth:`admitted` or until that time has passed.
+        """
         now = time.time() if now is None else now
+        reserved = None if reserve_seconds is None else now + reserve_seconds
         try:
             with self._write(durable=True) as db:
                 db.execute(
                     "INSERT INTO tasks (id, state, stage, created, queued, password_hash,"
-                    " core_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " lease_until, core_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         task_id,
                         TaskState.QUEUED.value,
@@ -168,6 +185,7 @@ class TaskStore:
                         now,
                         now,
                         password_hash,
+                        reserved,
                         core_sha256,
                     ),
                 )
@@ -178,6 +196,23 @@ class TaskStore:
         except sqlite3.IntegrityError:
             return False
         return True
+
+    def admitted(self, task_id: str) -> None:
+        """End a new task's reservation: its folder is in place."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE tasks SET lease_until = NULL WHERE id = ? AND state = ?",
+                (task_id, TaskState.QUEUED.value),
+            )
+
+    def forget(self, task_id: str) -> None:
+        """Delete a reserved task whose folder could not be moved in (and its count)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM tasks WHERE id = ? AND state = ?", (task_id, TaskState.QUEUED.value)
+            )
+            if cursor.rowcount:
+                db.execute("UPDATE totals SET value = value - 1 WHERE name = 'created'")
 
     def get(self, task_id: str) -> Task:
         """The task with this id; raises TaskNotFound."""
@@ -225,16 +260,24 @@ class TaskStore:
 
     # The worker's side
 
-    def claim(self, task_id: str, lease_seconds: float, now: float | None = None) -> Task | None:
-        """Mark a queued task (or one whose lease ran out) RUNNING; None if it is not claimable."""
+    def claim(
+        self,
+        task_id: str,
+        lease_seconds: float,
+        now: float | None = None,
+        owner: str | None = None,
+    ) -> Task | None:
+        """Mark a queued task (or one whose lease ran out) RUNNING for ``owner``; None if
+        it is not claimable (finished, reserved, or held by a live lease)."""
         now = time.time() if now is None else now
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE tasks SET state = ?, lease_until = ?, attempts = attempts + 1"
-                " WHERE id = ? AND (state = ? OR (state = ? AND lease_until < ?))",
+                "UPDATE tasks SET state = ?, lease_until = ?, attempts = attempts + 1, owner = ?"
+                " WHERE id = ? AND state IN (?, ?) AND (lease_until IS NULL OR lease_until < ?)",
                 (
                     TaskState.RUNNING.value,
                     now + lease_seconds,
+                    owner,
                     task_id,
                     TaskState.QUEUED.value,
                     TaskState.RUNNING.value,
@@ -243,12 +286,18 @@ class TaskStore:
             )
         return self.get(task_id) if cursor.rowcount else None
 
-    def renew(self, task_id: str, lease_seconds: float) -> None:
+    def renew(
+        self, task_id: str, lease_seconds: float, owner: str | None = None, now: float | None = None
+    ) -> bool:
+        """Extend ``owner``'s lease; False when the task is no longer RUNNING for ``owner``
+        (its lease ran out and another worker took it, or it finished)."""
+        now = time.time() if now is None else now
         with self._write() as db:
-            db.execute(
-                "UPDATE tasks SET lease_until = ? WHERE id = ? AND state = ?",
-                (time.time() + lease_seconds, task_id, TaskState.RUNNING.value),
+            cursor = db.execute(
+                "UPDATE tasks SET lease_until = ? WHERE id = ? AND state = ? AND owner IS ?",
+                (now + lease_seconds, task_id, TaskState.RUNNING.value, owner),
             )
+        return bool(cursor.rowcount)
 
     def set_stage(self, task_id: str, stage: str) -> None:
         with self._write() as db:
@@ -257,14 +306,24 @@ class TaskStore:
                 (stage, task_id),
             )
 
-    def finish(self, task_id: str, success: bool, reason: str | None, stage: str) -> bool:
-        """Record the outcome; False (and no change) if the task had already finished."""
+    def finish(
+        self,
+        task_id: str,
+        success: bool,
+        reason: str | None,
+        stage: str,
+        owner: str | None = None,
+    ) -> bool:
+        """Record the outcome; False (and no change) if the task had already finished,
+        or (with ``owner``) if another worker has taken it over."""
         state = TaskState.FINISHED_SUCCESS if success else TaskState.FINISHED_FAILURE
+        owned = "" if owner is None else " AND owner IS ?"
         with self._write(durable=True) as db:
             cursor = db.execute(
                 "UPDATE tasks SET state = ?, stage = ?, reason = ?, finished = ?,"
-                f" lease_until = NULL WHERE id = ? AND state NOT IN {_FINISHED}",
-                (state.value, stage, reason, time.time(), task_id),
+                f" lease_until = NULL WHERE id = ? AND state NOT IN {_FINISHED}{owned}",
+                (state.value, stage, reason, time.time(), task_id)
+                + (() if owner is None else (owner,)),
             )
             if cursor.rowcount:
                 _bump(db, state.value.lower())
@@ -295,11 +354,32 @@ class TaskStore:
             )
         return ids
 
-    def queued_ids(self) -> list[str]:
+    def running_owners(self) -> dict[str, str | None]:
+        """RUNNING tasks and the owner of each."""
+        rows = self._db.execute(
+            "SELECT id, owner FROM tasks WHERE state = ?", (TaskState.RUNNING.value,)
+        )
+        return dict(rows.fetchall())
+
+    def release(self, task_id: str, owner: str | None) -> bool:
+        """Put a RUNNING task of ``owner`` (a dead worker) back in the queue at once."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = ?, stage = ?, lease_until = NULL"
+                " WHERE id = ? AND state = ? AND owner IS ?",
+                (TaskState.QUEUED.value, QUEUED_STAGE, task_id, TaskState.RUNNING.value, owner),
+            )
+        return bool(cursor.rowcount)
+
+    def queued_ids(self, now: float | None = None) -> list[str]:
+        """QUEUED tasks, oldest first, except new ones still reserved."""
+        now = time.time() if now is None else now
         return [
             row[0]
             for row in self._db.execute(
-                "SELECT id FROM tasks WHERE state = ? ORDER BY queued", (TaskState.QUEUED.value,)
+                "SELECT id FROM tasks WHERE state = ? AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY queued",
+                (TaskState.QUEUED.value, now),
             )
         ]
 
@@ -359,6 +439,25 @@ class TaskStore:
     def count_reuse(self) -> None:
         with self._write() as db:
             _bump(db, "reused")
+
+    # Worker heartbeats
+
+    def beat(self, worker: str, now: float | None = None) -> None:
+        """Say that ``worker`` (a consumer process) is alive now."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO worker_heartbeats VALUES (?, ?)", (worker, now))
+            db.execute("DELETE FROM worker_heartbeats WHERE seen < ?", (now - 86400,))
+
+    def stop_beating(self, worker: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM worker_heartbeats WHERE worker = ?", (worker,))
+
+    def workers_seen_since(self, since: float) -> int:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM worker_heartbeats WHERE seen >= ?", (since,)
+        ).fetchone()
+        return int(count)
 
     # Credentials
 

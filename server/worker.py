@@ -2,10 +2,14 @@
 
 Each worker process keeps one Analyzer (it holds repository metadata in memory), one
 TaskStore connection and one Spool, made on its first task. While a task runs, a
-thread renews its lease; if the process dies, the lease runs out and housekeeping
-queues the task again. The outcome is written to the task folder before the task is
-marked finished, so a task interrupted after its retrace is finished from that file
-instead of being retraced again.
+:class:`TaskGuard` thread renews its lease and watches its deadline; when the deadline
+passes, the lease is lost (another worker took the task) or cannot be renewed, the
+retrace is stopped (see TaskGuard). If the process dies, a new worker process (or
+housekeeping, once the lease runs out) queues the task again. The outcome is written
+to the task folder before the task is marked finished, so a task interrupted after
+its retrace is finished from that file instead of being retraced again. Every failure
+on the way (the folder gone, a full disk, a SQLite error) still finishes the task as
+failed with a reason.
 """
 
 from __future__ import annotations
@@ -13,17 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from retracer.builder.errors import BuilderError
 from retracer.builder.model import Stage
 from retracer.builder.retrace import Analyzer
-from retracer.server.config import Config
+from retracer.server.config import Config, ServerSettings
+from retracer.server.errors import ServerError
 from retracer.server.jobs import JobQueue, requeue_lost
+from retracer.server.lifetime import exit_with_parent, forks_exit_with_parent, new_owner
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskStore
 from retracer.sync.errors import SyncError
@@ -35,6 +44,10 @@ FINISHING = "Finishing task"
 INTERNAL_ERROR = "internal error"
 # A task whose worker died this many times is failed instead of run again.
 MAX_ATTEMPTS = 3
+# Recording an outcome is retried this often (waiting 1, 2, 4... s) before the task is
+# left to its lease.
+FINISH_ATTEMPTS = 4
+FOLDER_GONE = "The task's files were removed from the spool before the retrace could read them."
 OUTCOME = "outcome.json"
 BACKTRACE = "backtrace"
 REPORT = "backtrace.json"
@@ -44,14 +57,61 @@ EXPLOITABLE = "exploitable"
 RESULT_FILES = (BACKTRACE, REPORT, CORE_BACKTRACE, EXPLOITABLE)
 
 
-def run(config: Config) -> None:
-    """Recover what a previous run left behind, then consume the queue until stopped."""
+def run(config: Config, parent_pid: int | None = None) -> None:
+    """Recover what a previous run left behind, then consume the queue until stopped.
+
+    With ``parent_pid`` (``retracer serve`` starting its worker), this process and its
+    worker processes die with that parent.
+    """
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     queue = JobQueue(config.queue, config.data_dir)
     store = TaskStore.in_data_dir(config.data_dir)
     requeue_lost(store, queue)
     store.close()
     worker = Worker(config)
-    queue.consume(worker.retrace, worker.housekeeping, workers=config.server.workers)
+    forks_exit_with_parent()  # huey's processes die with this one
+    with Heartbeat(config.data_dir, config.server.worker_heartbeat_seconds):
+        queue.consume(
+            worker.retrace,
+            worker.housekeeping,
+            workers=config.server.workers,
+            on_worker_start=worker.recover,
+        )
+
+
+class Heartbeat:
+    """Tells the store, from a thread, that this consumer is alive (see /health)."""
+
+    def __init__(self, data_dir: Path, seconds: float) -> None:
+        self._path = TaskStore.in_data_dir(data_dir).path
+        self._seconds = seconds
+        self._name = new_owner()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        store = TaskStore(self._path, busy_seconds=self._seconds)
+        try:
+            while True:
+                try:
+                    store.beat(self._name)
+                except sqlite3.Error as error:
+                    log.warning("heartbeat not recorded: %s", error)
+                if self._stop.wait(self._seconds):
+                    break
+            store.stop_beating(self._name)
+        except sqlite3.Error:
+            pass  # the heartbeat ages out on its own
+        finally:
+            store.close()
 
 
 @dataclass(frozen=True)
@@ -74,33 +134,88 @@ class Worker:
         """Retrace one task, unless it finished already or another worker holds it."""
         store, spool = self._open()
         settings = self._config.server
-        task = store.claim(task_id, settings.task_lease_seconds)
+        owner = new_owner()
+        try:
+            task = store.claim(task_id, settings.task_lease_seconds, owner=owner)
+        except sqlite3.Error as error:
+            # Still QUEUED without a message: housekeeping queues it again.
+            log.warning("task %s not claimed, the store failed: %s", task_id, error)
+            return
         if task is None:
             log.info("task %s is finished or held by another worker; skipped", task_id)
             return
-        with _Lease(store.path, task_id, settings.task_lease_seconds):
-            outcome = self._saved_outcome(spool, task_id)
-            if outcome is None:
-                if task.attempts > MAX_ATTEMPTS:
-                    reason = f"the retrace was interrupted {MAX_ATTEMPTS} times"
-                    outcome = Outcome(False, reason)
-                else:
-                    outcome = self._reuse_or_retrace(store, spool, task_id)
-                spool.write_result(task_id, OUTCOME, json.dumps(outcome.__dict__))
-            store.set_stage(task_id, FINISHING)
-            if not settings.keep_core:
-                spool.remove_core(task_id)
-            spool.seal(task_id)
-            store.finish(task_id, outcome.success, outcome.reason, FINISHING)
+        guard = TaskGuard(store.path, task_id, owner, settings)
+        with guard:
+            try:
+                outcome = self._saved_outcome(spool, task_id)
+                fresh = outcome is None
+                if outcome is None:
+                    outcome = self._attempt(store, spool, task_id, task.attempts)
+            except TaskAborted as aborted:
+                outcome, fresh = Outcome(False, aborted.reason), True
+        if guard.lease_lost:
+            log.warning("task %s: %s", task_id, guard.reason)
+            return
+        if fresh:
+            if not outcome.success:
+                self._try(task_id, "log", spool.append_log, task_id,
+                          f"Retrace failed: {outcome.reason}")  # fmt: skip
+            self._try(task_id, "save the outcome", spool.write_result, task_id, OUTCOME,
+                      json.dumps(outcome.__dict__))  # fmt: skip
+        self._finish(store, spool, task_id, owner, outcome)
         log.info("task %s finished: %s", task_id, outcome.reason or "success")
 
-    def housekeeping(self) -> None:
+    def recover(self) -> None:
+        """Queue again what dead workers left (a new worker process's first step)."""
+        store, _ = self._open()
+        try:
+            requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
+        except sqlite3.Error as error:
+            log.warning("could not requeue lost tasks: %s", error)
+
+    def _attempt(self, store: TaskStore, spool: Spool, task_id: str, attempts: int) -> Outcome:
+        """Run the analyzer, unless this task wore out its attempts or lost its files."""
+        if attempts > MAX_ATTEMPTS:
+            return Outcome(False, f"the retrace was interrupted {MAX_ATTEMPTS} times")
+        if not spool.problem_dir(task_id).is_dir():
+            return Outcome(False, FOLDER_GONE)
+        return self._reuse_or_retrace(store, spool, task_id)
+
+    def _finish(
+        self, store: TaskStore, spool: Spool, task_id: str, owner: str, outcome: Outcome
+    ) -> None:
+        """Seal the folder and record the outcome; file errors do not stop the record,
+        and a store error is retried, then left to the lease (the task is run again)."""
+        self._try(task_id, "set the stage", store.set_stage, task_id, FINISHING)
+        if not self._config.server.keep_core:
+            self._try(task_id, "remove the core", spool.remove_core, task_id)
+        self._try(task_id, "seal the folder", spool.seal, task_id)
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                store.finish(task_id, outcome.success, outcome.reason, FINISHING, owner=owner)
+                return
+            except sqlite3.Error as error:
+                log.warning("task %s: recording the outcome failed: %s", task_id, error)
+                time.sleep(2**attempt)
+        log.error("task %s: the outcome could not be recorded; it will run again", task_id)
+
+    @staticmethod
+    def _try(task_id: str, what: str, action: Callable[..., object], *args: object) -> bool:
+        """Run one step of finishing; a failing file or store step is logged, not raised."""
+        try:
+            action(*args)
+        except (OSError, ServerError, sqlite3.Error) as error:
+            log.warning("task %s: could not %s: %s", task_id, what, _describe(error))
+            return False
+        return True
+
+    def housekeeping(self, now: float | None = None) -> None:
         """Requeue lost tasks, expire old ones, sweep abandoned uploads, and remove what
-        dead workers left in podman (every minute)."""
+        dead workers left in podman (every minute). ``now`` is injectable for tests."""
         store, spool = self._open()
         requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
         settings = self._config.server
-        now = time.time()
+        now = time.time() if now is None else now
         for task_id in store.expired(
             finished_before=now - settings.finished_task_max_age_hours * 3600,
             created_before=now - settings.unfinished_task_max_age_hours * 3600,
@@ -108,10 +223,13 @@ class Worker:
             store.delete(task_id)
             spool.remove(task_id)
             log.info("task %s expired", task_id)
+        # Folders first, then ids: a task's row is written before its folder moves in,
+        # so a folder listed here whose id is unknown a moment later is a true orphan.
+        folders = spool.task_ids()
         known = store.ids()
-        for task_id in spool.task_ids() - known:
-            spool.remove(task_id)  # admitted, but the server died before storing it
-        spool.sweep_incoming(older_than_seconds=3600)
+        for task_id in folders - known:
+            spool.remove(task_id)  # its row was deleted (expiry) but the folder stayed
+        spool.sweep_incoming(older_than_seconds=3600, now=now)
         try:
             self._get_analyzer().clean_up()
         except BuilderError as error:
@@ -123,7 +241,7 @@ class Worker:
         core_sha256 = store.core_sha256(task_id)
         key = self._get_analyzer().result_key(spool.problem_dir(task_id)) if core_sha256 else None
         source = store.find_result(core_sha256, key, task_id) if core_sha256 and key else None
-        if source is not None and _copy_results(spool, source, task_id):
+        if source is not None and self._copied(spool, source, task_id):
             spool.append_log(
                 task_id,
                 "Result reused: an identical core was retraced against the same repository"
@@ -139,18 +257,28 @@ class Worker:
             store.set_result_key(task_id, key)
         return outcome
 
+    @staticmethod
+    def _copied(spool: Spool, source: str, task_id: str) -> bool:
+        """Whether the results of ``source`` were copied; a failure means a real retrace."""
+        try:
+            return _copy_results(spool, source, task_id)
+        except (OSError, ServerError) as error:
+            log.warning("task %s: could not reuse task %s: %s", task_id, source, _describe(error))
+            return False
+
     def _run_analyzer(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
         observer = _TaskObserver(store, spool, task_id)
         try:
             result = self._get_analyzer().retrace(spool.problem_dir(task_id), observer)
         except (BuilderError, SyncError) as error:
-            spool.append_log(task_id, f"Retrace failed: {error.reason}")
             return Outcome(False, error.reason)
         except Exception:  # the one place: anything else is a bug, not the user's problem
             log.exception("task %s: internal error in the analyzer", task_id)
-            spool.append_log(task_id, f"Retrace failed: {INTERNAL_ERROR}")
             return Outcome(False, INTERNAL_ERROR)
-        store.record_retrace(
+        self._try(
+            task_id,
+            "record the retrace's figures",
+            store.record_retrace,
             task_id,
             result.release_id,
             Release.parse(result.release_id).arch,
@@ -158,20 +286,34 @@ class Worker:
             tuple((step.name, step.seconds) for step in result.steps),
         )
         usage = self._get_analyzer().environment_cache()
-        store.record_environment_cache(usage.images, usage.bytes)
-        spool.write_result(task_id, BACKTRACE, result.backtrace)
-        spool.write_result(task_id, REPORT, json.dumps(result.report.to_json()))
-        spool.write_result(task_id, CORE_BACKTRACE, json.dumps(result.report.core_backtrace()))
-        spool.write_result(task_id, EXPLOITABLE, result.report.exploitable_text())
-        spool.append_log(task_id, "Retrace finished successfully")
+        self._try(
+            task_id,
+            "record the cache size",
+            store.record_environment_cache,
+            usage.images,
+            usage.bytes,
+        )
+        try:
+            spool.write_result(task_id, BACKTRACE, result.backtrace)
+            spool.write_result(task_id, REPORT, json.dumps(result.report.to_json()))
+            spool.write_result(task_id, CORE_BACKTRACE, json.dumps(result.report.core_backtrace()))
+            spool.write_result(task_id, EXPLOITABLE, result.report.exploitable_text())
+            spool.append_log(task_id, "Retrace finished successfully")
+        except (OSError, ServerError) as error:
+            why = _describe(error)
+            return Outcome(False, f"The results could not be saved: {why}.")
         return Outcome(True, None)
 
     def _saved_outcome(self, spool: Spool, task_id: str) -> Outcome | None:
-        text = spool.read(task_id, OUTCOME)
-        if text is None:
+        try:
+            text = spool.read(task_id, OUTCOME)
+            if text is None:
+                return None
+            saved = json.loads(text)
+            return Outcome(bool(saved["success"]), saved["reason"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("task %s: saved outcome unreadable, retracing: %s", task_id, error)
             return None
-        saved = json.loads(text)
-        return Outcome(bool(saved["success"]), saved["reason"])
 
     def _open(self) -> tuple[TaskStore, Spool]:
         """This process's store and spool (huey forks workers, so never the parent's)."""
@@ -203,6 +345,12 @@ def _copy_results(spool: Spool, source: str, task_id: str) -> bool:
     return True
 
 
+def _describe(error: BaseException) -> str:
+    """A short description of a file, spool or store error, without a trailing period."""
+    why = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+    return str(why).rstrip(".")
+
+
 class _TaskObserver:
     """Records the analyzer's progress on the task: stage in the store, lines in the log."""
 
@@ -212,24 +360,88 @@ class _TaskObserver:
         self._task_id = task_id
 
     def stage(self, stage: Stage) -> None:
-        self._store.set_stage(self._task_id, stage.value)
+        try:
+            self._store.set_stage(self._task_id, stage.value)
+        except sqlite3.Error as error:  # progress only; the outcome is what counts
+            log.warning("task %s: stage not recorded: %s", self._task_id, error)
 
     def log(self, line: str) -> None:
         self._spool.append_log(self._task_id, line)
 
 
-class _Lease:
-    """Renews a task's lease from a thread (with its own connection) while the task runs."""
+class TaskAborted(BaseException):
+    """Raised in the retracing thread when its task must stop; ``reason`` says why.
 
-    def __init__(self, store_path: Path, task_id: str, seconds: float) -> None:
+    A BaseException, so that no ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TaskGuard:
+    """Keeps a running task's lease and enforces its deadline, from a thread with its
+    own store connection.
+
+    Each round (a third of the lease) renews the lease. The retrace must stop when the
+    deadline has passed, when the lease was lost (it ran out and another worker took
+    the task: this worker must not finish it), or when renewals kept failing until
+    the lease is about to run out. Then TaskAborted is raised in the retracing thread
+    by a signal, which also breaks a blocking wait (a lock, a socket read); the
+    ``finally`` blocks on the way remove the containers. A retrace still running
+    ``abort_grace_seconds`` later is stuck in C code: the guard records the failure
+    itself (unless the lease was lost) and ends the process, and the queue's consumer
+    starts a new one.
+
+    ``clock`` (monotonic) and ``wall`` (epoch seconds) are injectable for tests.
+    """
+
+    SIGNAL = signal.SIGUSR1
+
+    def __init__(
+        self,
+        store_path: Path,
+        task_id: str,
+        owner: str,
+        settings: ServerSettings,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._store_path = store_path
         self._task_id = task_id
-        self._seconds = seconds
+        self._owner = owner
+        self._lease = settings.task_lease_seconds
+        self._deadline_seconds = settings.task_deadline_seconds
+        self._grace = settings.abort_grace_seconds
+        self._clock = clock
+        self._wall = wall
+        self._deadline = clock() + self._deadline_seconds
+        self._lease_until = wall() + self._lease
+        self._store: TaskStore | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease-{task_id}", daemon=True)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"guard-{task_id}", daemon=True)
+        self._target: int | None = None
+        self._previous_handler: object = None
+        self.reason: str | None = None
+        self.lease_lost = False
 
-    def __enter__(self) -> None:
+    @property
+    def interval(self) -> float:
+        return self._lease / 3
+
+    def __enter__(self) -> TaskGuard:
+        # Only the main thread can receive Python signal handlers; elsewhere (a test
+        # calling from a thread) the grace period's backstop is the only stop.
+        if threading.current_thread() is threading.main_thread():
+            self._target = threading.get_ident()
+            previous = signal.signal(self.SIGNAL, self._raise_in_retrace)
+            self._previous_handler = signal.SIG_DFL if previous is None else previous
+        else:
+            self._target = None
         self._thread.start()
+        return self
 
     def __exit__(
         self,
@@ -237,13 +449,61 @@ class _Lease:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._done.set()
         self._stop.set()
         self._thread.join()
+        if self._target is not None:
+            signal.signal(self.SIGNAL, self._previous_handler)  # type: ignore[arg-type]
 
-    def _renew(self) -> None:
-        store = TaskStore(self._store_path)
+    def check(self) -> str | None:
+        """One round: renew the lease and judge; returns why the retrace must stop."""
+        if self._clock() >= self._deadline:
+            return f"The retrace ran past its deadline of {self._deadline_seconds:g} s."
         try:
-            while not self._stop.wait(self._seconds / 3):
-                store.renew(self._task_id, self._seconds)
+            if self._store is None:
+                # A renewal may wait for a busy database, but never past its round.
+                self._store = TaskStore(self._store_path, busy_seconds=self.interval / 2)
+            renewed = self._store.renew(self._task_id, self._lease, self._owner, now=self._wall())
+        except sqlite3.Error as error:
+            if self._wall() + self.interval >= self._lease_until:
+                return (
+                    f"The task's lease could not be renewed ({error}), so another worker"
+                    " may take the task."
+                )
+            log.warning("task %s: lease not renewed, retrying: %s", self._task_id, error)
+            return None
+        if not renewed:
+            self.lease_lost = True
+            return "the lease ran out and another worker took over the task"
+        self._lease_until = self._wall() + self._lease
+        return None
+
+    def _watch(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                reason = self.check()
+                if reason is not None:
+                    self._abort(reason)
+                    return
         finally:
-            store.close()
+            if self._store is not None:
+                self._store.close()
+
+    def _abort(self, reason: str) -> None:
+        self.reason = reason
+        log.warning("task %s: stopping the retrace: %s", self._task_id, reason)
+        if self._target is not None:
+            signal.pthread_kill(self._target, self.SIGNAL)
+        if self._done.wait(self._grace):
+            return
+        log.error("task %s: the retrace did not stop; ending this worker process", self._task_id)
+        if not self.lease_lost and self._store is not None:
+            try:
+                self._store.finish(self._task_id, False, reason, FINISHING, owner=self._owner)
+            except sqlite3.Error as error:
+                log.error("task %s: failure not recorded: %s", self._task_id, error)
+        os._exit(1)
+
+    def _raise_in_retrace(self, signum: int, frame: FrameType | None) -> None:
+        if self.reason is not None and not self._done.is_set():
+            raise TaskAborted(self.reason)

@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from retracer.sync.errors import ChecksumMismatch, DownloadFailed, PackageRefused
+from retracer.sync.errors import ChecksumMismatch, DownloadFailed, PackageRefused, WeakChecksum
 from retracer.sync.upstream import MirrorFailure, UpstreamPackage
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 # createrepo_c's checksum names that hashlib spells differently.
 _HASHLIB_NAMES = {"sha": "sha1"}
+# What a package's metadata checksum may be: collisions of the weak ones can be made,
+# so a mirror could serve other bytes under the same checksum.
+STRONG_CHECKSUMS = frozenset({"sha256", "sha384", "sha512"})
+WEAK_CHECKSUMS = frozenset({"md5", "sha1", "sha224"})
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,9 @@ class PackageFetcher:
             PackageRefused: the metadata names a checksum type hashlib lacks.
             DownloadFailed: no mirror delivered the file at all.
         """
-        if _hash_name(package.checksum_type) not in hashlib.algorithms_available:
+        if package.checksum_type not in STRONG_CHECKSUMS:
+            if _hash_name(package.checksum_type) in WEAK_CHECKSUMS:
+                raise WeakChecksum(package.file_name, package.checksum_type)
             reason = f"{package.file_name} has an unknown checksum type {package.checksum_type!r}."
             raise PackageRefused(package.file_name, reason)
         failures: list[MirrorFailure] = []
@@ -136,9 +142,9 @@ def _verify(package: UpstreamPackage, url: str, size: int, found: str) -> None:
 
 
 def _candidate_urls(package: UpstreamPackage, mirrors: Sequence[str]) -> list[tuple[str, str]]:
-    """(mirror, file URL) pairs, best first."""
-    bases = [package.location_base] if package.location_base else mirrors
-    return [(base, urljoin(_as_directory(base), package.location_href)) for base in bases]
+    """(mirror, file URL) pairs, best first. (A package with an xml:base is refused
+    before this: its file could be anywhere.)"""
+    return [(base, urljoin(_as_directory(base), package.location_href)) for base in mirrors]
 
 
 def _as_directory(url: str) -> str:

@@ -14,6 +14,8 @@ Exception tree::
     └── PackageRefused         one upstream package was not taken into the local repository
         ├── DownloadFailed     no mirror delivered the file
         ├── ChecksumMismatch   the file differs from what the upstream metadata promises
+        ├── WeakChecksum       the metadata vouches for the file with md5 or sha1 only
+        ├── UnsafeMetadata     the metadata places the file outside the repository
         └── SignatureRejected  the file is unsigned or not signed by a configured key
 
 A ``PackageRefused`` never stops a sync: it is recorded in the summary, and the
@@ -90,6 +92,22 @@ class ChecksumMismatch(PackageRefused):
             f"{file_name} from {url} does not match the upstream metadata "
             f"(expected {expected}, found {found}).",
         )
+
+
+class WeakChecksum(PackageRefused):
+    def __init__(self, file_name: str, checksum_type: str) -> None:
+        self.checksum_type = checksum_type
+        super().__init__(
+            file_name,
+            f"{file_name} is refused: its metadata checksum is {checksum_type}, and only"
+            " sha256 or stronger is accepted.",
+        )
+
+
+class UnsafeMetadata(PackageRefused):
+    def __init__(self, location: str, why: str) -> None:
+        self.why = why
+        super().__init__(location, f"The package at {location!r} is refused: {why}.")
 
 
 class SignatureRejected(PackageRefused):

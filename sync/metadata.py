@@ -2,7 +2,10 @@
 
 This is the only module that imports ``dnf``. It bootstraps a release's base image:
 dnf resolves a package list's dependencies against the local repositories and
-installs the result into an empty root. (Build-id lookups use the index in
+installs the result into an empty root. It runs as root on the host, so no package
+scriptlet or trigger runs (a compromised mirror would get the host), and with the
+release's signing keys every package's signature is checked before anything is
+installed. (Build-id lookups use the index in
 :mod:`retracer.sync.index`; installs into retrace environments run the
 environment's own dnf, in the sandbox.)
 """
@@ -16,8 +19,9 @@ from pathlib import Path
 
 import dnf
 import dnf.exceptions
+import dnf.package
 
-from retracer.sync.errors import RepositoryUnavailable
+from retracer.sync.errors import RepositoryUnavailable, SignatureRejected
 from retracer.sync.model import Package
 
 log = logging.getLogger(__name__)
@@ -29,8 +33,11 @@ def install_into_root(
     root: Path,
     releasever: str,
     arch: str | None = None,
+    keys: Sequence[str] = (),
 ) -> list[Package]:
-    """Install ``packages`` (names or NEVRAs) and their dependencies into an empty root.
+    """Install ``packages`` (names or NEVRAs) and their dependencies into an empty root,
+    without running any scriptlet; with ``keys`` (armoured public key files or file://
+    URLs), only packages signed by one of them.
 
     Used to bootstrap a release's base image from its local repository. ``arch``
     (e.g. ``i686`` on an x86_64 host) does what dnf's ``--forcearch`` does.
@@ -38,10 +45,16 @@ def install_into_root(
     Raises:
         RepositoryUnavailable: the metadata cannot be read, or a package cannot be
             found or its dependencies resolved (the reason says which).
+        SignatureRejected: a package is unsigned or signed by an unknown key.
     """
     with tempfile.TemporaryDirectory(prefix="dnf-cache-") as cache:
         base = _load_base(
-            repositories, Path(cache), installroot=root, releasever=releasever, arch=arch
+            repositories,
+            Path(cache),
+            installroot=root,
+            releasever=releasever,
+            arch=arch,
+            keys=keys,
         )
         where = ", ".join(str(r) for r in repositories)
         try:
@@ -61,10 +74,34 @@ def install_into_root(
                 for p in base.transaction.install_set
             ]
             base.download_packages(base.transaction.install_set)
+            if keys:
+                for package in base.transaction.install_set:
+                    _check_signature(base, package)
             base.do_transaction()
             return sorted(installed)
         finally:
             base.close()
+
+
+def _check_signature(base: dnf.Base, package: dnf.package.Package) -> None:
+    """Accept ``package`` only when it is signed by one of the repository's keys."""
+    result, error = base.package_signature_check(package)
+    if result == 1:  # the key may just not be imported into the new root yet
+        try:
+            base.package_import_key(package, askcb=lambda *_: True)
+        except dnf.exceptions.Error as import_error:
+            raise SignatureRejected(_file_name(package), str(import_error)) from import_error
+        result, error = base.package_signature_check(package)
+    if result != 0:
+        raise SignatureRejected(_file_name(package), (error or "unknown error").rstrip("."))
+
+
+def _file_name(package: dnf.package.Package) -> str:
+    return Path(package.location).name
+
+
+def _key_uri(key: str) -> str:
+    return key if "://" in key else Path(key).absolute().as_uri()
 
 
 def _load_base(
@@ -73,12 +110,15 @@ def _load_base(
     installroot: Path | None = None,
     releasever: str | None = None,
     arch: str | None = None,
+    keys: Sequence[str] = (),
 ) -> dnf.Base:
     conf = dnf.conf.Conf()
     conf.cachedir = str(cache)
     # Nothing from the host's dnf configuration may leak in: only our repositories.
     conf.reposdir = []
-    conf.gpgcheck = False
+    conf.gpgcheck = bool(keys)
+    # Scriptlets would run as root on the host (chroot is no boundary for root).
+    conf.tsflags = ["noscripts", "notriggers"]
     conf.install_weak_deps = False
     conf.assumeyes = True
     if installroot is not None:
@@ -99,6 +139,8 @@ def _load_base(
                 f"retracer-{number}", conf, baseurl=[repository.absolute().as_uri()]
             )
             repo.metadata_expire = 0
+            repo.gpgcheck = bool(keys)
+            repo.gpgkey = [_key_uri(key) for key in keys]
         base.fill_sack(load_system_repo=installroot is not None, load_available_repos=True)
     except dnf.exceptions.RepoError as error:
         base.close()

@@ -18,9 +18,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from retracer.sync.download import Fetched, PackageFetcher
-from retracer.sync.errors import PackageRefused, SyncError
+from retracer.sync.errors import PackageRefused, SyncError, UnsafeMetadata
 from retracer.sync.lock import release_lock
 from retracer.sync.repodata import held_files, publish
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
@@ -123,6 +124,13 @@ def sync_release(
     started = time.monotonic()
     repository = release.repositories[0]
     repository.mkdir(parents=True, exist_ok=True)
+    if release.unsigned_upstreams:
+        log.warning(
+            "INSECURE: release %s syncs %s without any signature check (insecure: true);"
+            " a compromised mirror can put any package into its environments",
+            release.id,
+            ", ".join(release.unsigned_upstreams),
+        )
     with release_lock(repository, release.id):
         work_dir = _fresh_work_dir(repository)
         mirror = _Mirror(repository, work_dir, settings, progress or NoProgress())
@@ -233,6 +241,9 @@ class _Mirror:
         package: UpstreamPackage,
     ) -> Fetched:
         """Download, verify and move one package into place; runs in a pool thread."""
+        unsafe = unsafe_location(package)
+        if unsafe is not None:
+            raise UnsafeMetadata(package.location_href, unsafe)
         partial = self.work_dir / "partial" / f"{package.file_name}.part"
         try:
             fetched = fetcher.fetch(package, mirrors, partial)
@@ -249,6 +260,25 @@ class _Mirror:
         finally:
             partial.unlink(missing_ok=True)
         return fetched
+
+
+def unsafe_location(package: UpstreamPackage) -> str | None:
+    """Why the metadata's location of a package is not a file inside the repository,
+    or None when it is (a relative path of plain segments ending in ``.rpm``)."""
+    href = package.location_href
+    if package.location_base:
+        return f"its location points outside the repository (xml:base {package.location_base!r})"
+    if not href or href.endswith("/"):
+        return "its location names no file"
+    if href.startswith("/") or urlsplit(href).scheme or "\\" in href:
+        return "its location is absolute"
+    if any(part in ("", ".", "..") for part in href.split("/")):
+        return "its location leaves the repository"
+    if not href.endswith(".rpm") or href.startswith(".") or "/." in href:
+        return "its location is not an .rpm file"
+    if any(ord(char) < 32 or ord(char) == 127 for char in href):
+        return "its location holds control characters"
+    return None
 
 
 def _bucket(file_name: str) -> str:

@@ -55,6 +55,9 @@ class ReleaseSettings:
     base_image: str | None = None
     bootstrap: BootstrapBase | None = None
     upstreams: tuple[Upstream, ...] = ()
+    # An upstream without ``gpgkey`` is refused unless this is true: its packages
+    # (and so the environments gdb runs in) would then be trusted unchecked.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         release = Release.parse(self.id)
@@ -66,6 +69,23 @@ class ReleaseSettings:
             raise ValueError("a release needs at least one local repository")
         if (self.base_image is None) == (self.bootstrap is None):
             raise ValueError("give exactly one of base_image or bootstrap")
+        unsigned = self.unsigned_upstreams
+        if unsigned and not self.insecure:
+            raise ValueError(
+                f"upstream {unsigned[0]!r} has no gpgkey; give its signing key, or set"
+                " insecure: true on the release to accept unsigned packages"
+            )
+
+    @property
+    def unsigned_upstreams(self) -> tuple[str, ...]:
+        """Names of upstreams whose packages are not signature-checked."""
+        return tuple(u.name for u in self.upstreams if not u.gpgkey)
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        """Every key of the release's upstreams, once each: packages installed from the
+        local repository are checked against these (no keys: no check)."""
+        return tuple(dict.fromkeys(key for u in self.upstreams for key in u.gpgkey))
 
     @property
     def release(self) -> Release:

@@ -49,6 +49,7 @@ def test_crash_is_retraced_with_v1_after_upstream_dropped_v1(
             "repositories": (tmp_path / "local",),
             "bootstrap": retrace_config.releases[0].bootstrap,
             "upstreams": (Upstream("updates", baseurl=(url,)),),
+            "insecure": True,  # unsigned test packages
         }
     )
     assert sync_release(release, SyncSettings()).ok

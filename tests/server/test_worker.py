@@ -59,6 +59,16 @@ def wait_finished(url: str, task_id: str, password: str, timeout: float = 60) ->
     raise AssertionError(f"task {task_id} did not finish in {timeout} s")
 
 
+def wait_for_line(file: Path, text: str, timeout: float = 30) -> None:
+    """Wait until ``text`` appears in a log file (polling, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if file.exists() and text in file.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} did not appear in {file} within {timeout} s")
+
+
 def get(url: str, path: str, password: str) -> requests.Response:
     return requests.get(f"{url}{path}", headers={"X-Task-Password": password}, timeout=5)
 
@@ -128,8 +138,8 @@ def test_a_task_whose_worker_died_is_run_again(serve_process: ServeFactory, tmp_
     server.kill()
     # A worker took the task and died: RUNNING, with a lease nobody renews.
     store = TaskStore.in_data_dir(tmp_path / "data")
-    assert store.claim(task_id, lease_seconds=1) is not None
-    time.sleep(1.5)
+    # Claimed a minute ago with a one-second lease: it ran out long since.
+    assert store.claim(task_id, lease_seconds=1, now=time.time() - 60) is not None
 
     url = server.start()
     status, _ = wait_finished(url, task_id, password)
@@ -139,7 +149,8 @@ def test_a_task_whose_worker_died_is_run_again(serve_process: ServeFactory, tmp_
 
 def test_finished_tasks_are_read_only(serve_process: ServeFactory, tmp_path: Path) -> None:
     data = settings_mapping(tmp_path)
-    url = serve_process(data).start()
+    server = serve_process(data)
+    url = server.start()
     task_id, password = create(url)
     wait_finished(url, task_id, password)
     config = config_from_mapping(data, tmp_path)
@@ -156,7 +167,7 @@ def test_finished_tasks_are_read_only(serve_process: ServeFactory, tmp_path: Pat
     assert store.finish(task_id, True, None, "done") is False
     # The queue delivers the same id again (a lost-message recovery, say): nothing changes.
     JobQueue(config.queue, config.data_dir).put(task_id)
-    time.sleep(2)
+    wait_for_line(server.log_file, f"task {task_id} is finished or held by another worker")
     assert store.get(task_id).state is TaskState.FINISHED_FAILURE
     assert {p: (p.stat().st_mtime_ns, p.stat().st_mode) for p in folder.rglob("*")} == before
 
@@ -176,10 +187,10 @@ def test_housekeeping_expires_old_tasks_and_orphans(
     config = config_from_mapping(data, tmp_path)
     orphan = tmp_path / "data" / "spool" / "tasks" / "555555555"
     orphan.mkdir()
-    time.sleep(0.5)
 
     with caplog.at_level(logging.WARNING):
-        Worker(config).housekeeping()
+        # An hour on: the finished task is past its age (0.36 s).
+        Worker(config).housekeeping(now=time.time() + 3600)
     assert not caplog.records, "housekeeping reached podman and cleaned up without a warning"
     assert get(url, f"/{finished}", password).status_code == 404
     assert not (tmp_path / "data" / "spool" / "tasks" / finished).exists()

@@ -18,6 +18,7 @@ def write_config(path: Path, release: ReleaseSettings, settings: SyncSettings) -
         "repositories": [str(p) for p in release.repositories],
         "base_image": release.base_image,
         "upstreams": [_upstream(asdict(u)) for u in release.upstreams],
+        "insecure": release.insecure,
     }
     data = {"data_dir": str(path.parent / "data"), "sync": asdict(settings), "releases": [entry]}
     path.write_text(yaml.safe_dump(data))
