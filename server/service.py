@@ -228,6 +228,10 @@ class RetraceService:
         """The log so far, also while the task runs (empty before a worker starts it)."""
         return self._spool.read(task.id, "log") or ""
 
+    def workers_alive(self) -> int:
+        """Worker processes with a recent heartbeat (the figure /metrics and /health use)."""
+        return self._metrics.workers_alive()
+
     def statistics(self) -> Statistics:
         """The operator's figures, from the store (the same /metrics exports)."""
         return self._store.statistics()

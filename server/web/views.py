@@ -321,6 +321,7 @@ def admin() -> Response:
         "admin.html",
         stats=stats,
         workers=config().server.workers,
+        workers_alive=service().workers_alive(),
         per_hour=charts.columns(stats.created_per_hour, hours),
         per_day=charts.columns(stats.created_per_day, days),
         reasons=charts.rows(stats.failure_reasons),

@@ -48,7 +48,9 @@ def test_dashboard_and_metrics_show_the_same_figures(
     config_factory: Callable[..., Config], tmp_path: Path
 ) -> None:
     app = create_app(config_factory(settings_mapping(tmp_path, admin_token=TOKEN)))
-    fill_store(TaskStore.in_data_dir(tmp_path / "data"))
+    store = TaskStore.in_data_dir(tmp_path / "data")
+    fill_store(store)
+    store.beat("worker-on-this-host")  # one consumer said it is alive just now
     client = app.test_client()
 
     page = client.get("/admin", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -65,7 +67,8 @@ def test_dashboard_and_metrics_show_the_same_figures(
     assert 'retracer_task_failures{reason="gdb ran out of time"} 2.0' in metrics
     assert ">testos-1-i686: 1<" in text and ">testos-1-x86_64: 1<" in text
     assert 'retracer_retraces_by_arch{arch="i686"} 1.0' in metrics
-    assert re.search(r'id="queue">1 waiting, 0 running', text)
+    assert re.search(r'id="queue">1 waiting, 0 running, 1 worker processes alive', text)
+    assert "retracer_workers_alive 1.0" in metrics
     assert "1 from the cache, 1 built (hit rate 50 %)" in text
     assert 'retracer_environments{source="cache"} 1.0' in metrics
     assert re.search(r'id="environment-cache">3 images, 5.0 MiB<', text)
