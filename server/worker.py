@@ -480,7 +480,8 @@ class TaskGuard:
 
     def _watch(self) -> None:
         try:
-            while not self._stop.wait(self.interval):
+            # Wake for each renewal, and at the deadline if that comes sooner.
+            while not self._stop.wait(min(self.interval, self._until_deadline())):
                 reason = self.check()
                 if reason is not None:
                     self._abort(reason)
@@ -488,6 +489,9 @@ class TaskGuard:
         finally:
             if self._store is not None:
                 self._store.close()
+
+    def _until_deadline(self) -> float:
+        return max(0.0, self._deadline - self._clock())
 
     def _abort(self, reason: str) -> None:
         self.reason = reason
