@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import createrepo_c
 
 from retracer.sync.repodata import REPODATA, metadata_files, write_metadata
 from tests.cache import cache_root
+from tests.testos.steps import cached_dir
 
 # Bump when the generated packages change.
 _RECIPE = "1"
@@ -31,15 +30,7 @@ def fedora_sized_repository(testos_repo: Path, filler: int) -> Path:
     revision = metadata_files(testos_repo)["primary"].checksum
     key = hashlib.sha256(f"{_RECIPE}\n{revision}\n{filler}".encode()).hexdigest()[:16]
     target = cache_root() / "bench-repositories" / key
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="building-", dir=target.parent))
-        try:
-            _build(work, testos_repo, filler)
-            os.replace(work, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    return cached_dir(target, lambda work: _build(work, testos_repo, filler))
 
 
 def _build(work: Path, testos_repo: Path, filler: int) -> None:

@@ -16,11 +16,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from retracer.sync.repodata import metadata_files, publish
 from tests.cache import cache_root
+from tests.testos.steps import cached_dir
 
 # Bump when the generated packages change.
 _RECIPE = "1"
@@ -32,15 +32,7 @@ def rpm_filled_repository(testos_repo: Path, filler: int) -> Path:
     revision = metadata_files(testos_repo)["primary"].checksum
     key = hashlib.sha256(f"{_RECIPE}\n{revision}\n{filler}".encode()).hexdigest()[:16]
     target = cache_root() / "bench-repositories" / f"rpms-{key}"
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="building-", dir=target.parent))
-        try:
-            _build(work, testos_repo, filler)
-            os.replace(work, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    return cached_dir(target, lambda work: _build(work, testos_repo, filler))
 
 
 def _build(work: Path, testos_repo: Path, filler: int) -> None:
