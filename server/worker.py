@@ -440,6 +440,9 @@ class TaskGuard:
             self._previous_handler = signal.SIG_DFL if previous is None else previous
         else:
             self._target = None
+        # Opened now, not on the first renewal: the host-side dnf bootstrap chroots this
+        # whole process while rpm installs, and a path opened then is inside the new root.
+        self._store = TaskStore(self._store_path, busy_seconds=self.interval / 2)
         self._thread.start()
         return self
 

@@ -31,7 +31,7 @@ def test_the_demo_crash_is_retraced(stack: Stack, testos: Testos) -> None:
     client = RetraceClient(stack.url)  # the `retracer submit` client: follows rotation
     task = client.create(crash.archive)
     outcome = client.wait(task, timeout=300)
-    assert outcome.status == "FINISHED_SUCCESS", outcome.log
+    assert outcome.status == "FINISHED_SUCCESS", f"{outcome.log}\n{stack.logs('worker')}"
     assert outcome.backtrace is not None
     assert crash.crash_function in outcome.backtrace  # crash_v20_walk_list
     assert crash.newer_function not in outcome.backtrace
@@ -65,7 +65,7 @@ def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos, tmp_path
 
     # The dead worker's lease runs out and housekeeping (every minute) queues the task again.
     outcome = client.wait(task, timeout=300)
-    assert outcome.status == "FINISHED_SUCCESS", outcome.log
+    assert outcome.status == "FINISHED_SUCCESS", f"{outcome.log}\n{stack.logs('worker')}"
     assert outcome.log.count(ANALYZING) == 2, outcome.log  # the restart cut the first attempt short
     assert outcome.backtrace is not None
     assert crash.crash_function in outcome.backtrace
