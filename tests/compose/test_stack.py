@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from retracer.server.submit import RetraceClient
+from retracer.server.submit import RetraceClient, SubmitError
 from tests.compose.stack import Stack
 from tests.testos import Testos
 from tests.testos.problem import write_archive
@@ -64,7 +64,10 @@ def test_a_task_survives_a_worker_restart(stack: Stack, testos: Testos, tmp_path
     stack.compose("restart", "worker")
 
     # The dead worker's lease runs out and housekeeping (every minute) queues the task again.
-    outcome = client.wait(task, timeout=300)
+    try:
+        outcome = client.wait(task, timeout=300)
+    except SubmitError as error:
+        raise AssertionError(f"{error.reason}\n{stack.logs('worker')}") from error
     assert outcome.status == "FINISHED_SUCCESS", f"{outcome.log}\n{stack.logs('worker')}"
     assert outcome.log.count(ANALYZING) == 2, outcome.log  # the restart cut the first attempt short
     assert outcome.backtrace is not None
