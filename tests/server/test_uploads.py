@@ -259,23 +259,25 @@ def test_concurrent_uploads_get_distinct_tasks(
 def test_status_polls_stay_fast_during_a_big_unpack(
     serve: Callable[[Config], Served], server_config: Callable[..., Config]
 ) -> None:
+    """Status polls are answered while a 400 MiB core unpacks: the unpack runs off the
+    event loop. (How fast they are is a line of bench/server_bench.py, not a test.)"""
     served = serve(server_config())
     create = upload(served.url, abrt_archive())
     task_id, password = create.headers["X-Task-Id"], create.headers["X-Task-Password"]
     big = xz(tar(regular({**PROBLEM, "coredump": elf_core(size=400 << 20)})))
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(upload, served.url, big)
-        slowest = 0.0
+        answered_during_the_upload = 0
         while not pending.done():
-            started = time.monotonic()
             answer = requests.get(
                 f"{served.url}/{task_id}", headers={"X-Task-Password": password}, timeout=5
             )
             assert answer.status_code == 200
             password = answer.headers["X-Task-Password"]
-            slowest = max(slowest, time.monotonic() - started)
+            answered_during_the_upload += not pending.done()
         assert pending.result().status_code == 201
-    assert slowest < 0.5
+    # An event loop blocked by the unpack answers nothing until the upload is done.
+    assert answered_during_the_upload >= 3
 
 
 def test_hostile_corpus_against_the_real_serve_command(
