@@ -226,6 +226,9 @@ class Environments:
         """Install ``packages`` with the image's own dnf from the read-only repositories."""
         # dnf keeps its parsed metadata in a per-release cache outside the image: the
         # next install skips re-reading the repository, and no image carries the cache.
+        # metadata_expire=0 makes dnf compare the cached repomd with the repository's
+        # on every install (cheap when it matches); with the default 48 hours, packages
+        # a sync had just published were "No match" until the cache aged out.
         cache = self.state_dir / "dnf-cache" / release.id
         cache.mkdir(parents=True, exist_ok=True)
         mounts = [
@@ -242,7 +245,8 @@ class Environments:
         dnf = [
             "dnf", "install", "--assumeyes", *gpg, "--quiet",
             "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
-            f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.release.version}",
+            f"--setopt=cachedir={DNF_CACHE_MOUNT}", "--setopt=metadata_expire=0",
+            f"--releasever={release.release.version}",
             # An i386 release's image runs on an x86_64 kernel, where dnf would guess x86_64.
             f"--forcearch={release.release.package_arch}", "--disablerepo=*",
         ]  # fmt: skip

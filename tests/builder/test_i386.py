@@ -107,4 +107,4 @@ def test_environment_dnf_installs_i686_where_the_repository_has_both_arches(
             with Sandbox(analyzer.settings) as cleaner:
                 cleaner.remove_image(image)
 
-    assert output.stdout.strip() == "i686"
+    assert output.stdout.strip() == "i686", output.stderr

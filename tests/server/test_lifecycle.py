@@ -72,7 +72,7 @@ def task_log(tmp_path: Path, task_id: str) -> Path:
     return tmp_path / "data" / "spool" / "tasks" / task_id / "log"
 
 
-def wait_running(store: TaskStore, task_id: str, timeout: float = 30) -> str:
+def wait_running(store: TaskStore, task_id: str, timeout: float = 90) -> str:
     """Wait until a worker holds the task; returns its owner."""
     wait_until(lambda: store.get(task_id).state is TaskState.RUNNING, timeout, "the claim")
     owner = store.running_owners()[task_id]
