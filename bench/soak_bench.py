@@ -6,7 +6,9 @@ Sends COUNT uploads of the testos fixture crashes to ``retracer serve`` (HTTP pl
 its worker, WORKERS retraces at once, a private podman service), a tenth of them
 hostile (a core that is not ELF, a truncated core, an unknown release, a relative
 executable, an archive cut in half), from CLIENTS concurrent clients that each
-upload, then poll until the task has finished. It prints:
+upload, then poll until the task has finished. Each fixture upload carries a core made
+unique by a tag after its last segment, so every one is really retraced (--reuse sends
+the cores unchanged, and repeats reuse the first result). It prints:
 
 - completed / failed / lost tasks (lost: accepted, never finished) and refused
   uploads, for fixture and hostile uploads apart;
@@ -23,6 +25,7 @@ end unless --keep-images.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sqlite3
@@ -31,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -75,6 +79,15 @@ def fixture_uploads(testos: Testos) -> list[Upload]:
     ]
 
 
+def fresh_core(testos: Testos, name: str, number: int) -> Upload:
+    """The fixture crash ``name`` with bytes after its core's last segment that make the
+    core unique: the server retraces it instead of reusing an earlier result."""
+    crash = testos.crashes[name]
+    files = {f: (crash.problem_dir / f).read_bytes() for f in PROBLEM_FILES}
+    files["coredump"] += f"soak upload {number}\n".encode()
+    return Upload("fixture", name, abrt_archive(files))
+
+
 def hostile_uploads(testos: Testos) -> list[Upload]:
     crash = testos.crashes["crasher"]
     files = {name: (crash.problem_dir / name).read_bytes() for name in PROBLEM_FILES}
@@ -94,7 +107,12 @@ def hostile_uploads(testos: Testos) -> list[Upload]:
     ]
 
 
-def run_one(url: str, upload: Upload, timeout: float) -> Result:
+def ready(upload: Upload) -> Callable[[], Upload]:
+    return lambda: upload
+
+
+def run_one(url: str, make_upload: Callable[[], Upload], timeout: float) -> Result:
+    upload = make_upload()
     result = Result(upload)
     started = time.monotonic()
     try:
@@ -235,15 +253,24 @@ def main() -> None:
     parser.add_argument("--hostile-share", type=float, default=0.1)
     parser.add_argument("--task-timeout", type=float, default=1800.0)
     parser.add_argument("--keep-images", action="store_true")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="send the fixture cores unchanged, so that repeats reuse the first result",
+    )  # fmt: skip
     args = parser.parse_args()
 
     testos = build_testos()
     fixtures, hostile = fixture_uploads(testos), hostile_uploads(testos)
     rng = random.Random(1)
-    plan = [
-        rng.choice(hostile) if rng.random() < args.hostile_share else fixtures[i % len(fixtures)]
-        for i in range(args.count)
-    ]
+    plan: list[Callable[[], Upload]] = []
+    for number in range(args.count):
+        if rng.random() < args.hostile_share:
+            plan.append(ready(rng.choice(hostile)))
+        elif args.reuse:
+            plan.append(ready(fixtures[number % len(fixtures)]))
+        else:
+            name = sorted(testos.crashes)[number % len(testos.crashes)]
+            plan.append(functools.partial(fresh_core, testos, name, number))
     with tempfile.TemporaryDirectory(prefix="retracer-soak-", dir=Path.home()) as scratch:
         root = Path(scratch)
         launcher = PodmanLauncher(root)
@@ -261,6 +288,9 @@ def main() -> None:
                         "max_queued_tasks": args.count + 100,
                         "min_free_space_mib": 1,
                         "protocol_profile": "abrt",
+                        # The clients all come from 127.0.0.1 and stand for many users.
+                        "creates_per_client": args.count + 100,
+                        "uploads_per_client": args.clients,
                     },
                     "builder": {"podman_url": podman.url, "name_prefix": PREFIX},
                     "releases": [testos.release_config()],
