@@ -55,25 +55,29 @@ class PodmanLauncher:
 
     def __init__(self, socket_dir: Path) -> None:
         self.socket = socket_dir / "podman.sock"
+        # The service's own log goes to a file: a pipe nobody drains fills after a few
+        # hundred retraces' warnings, and then the service blocks on every request.
+        self.log = socket_dir / "podman.log"
         self.args = storage_args()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> PodmanService:
         if shutil.which("podman") is None:
             raise RuntimeError("podman is not installed; run scripts/setup")
-        self.process = subprocess.Popen(
-            ["podman", *self.args, "system", "service", "--time=0", f"unix://{self.socket}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            # conmon drops an `oom` file into its working directory when a container
-            # is OOM-killed; keep that out of the repository.
-            cwd=self.socket.parent,
-        )
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["podman", *self.args, "system", "service", "--time=0", f"unix://{self.socket}"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+                # conmon drops an `oom` file into its working directory when a container
+                # is OOM-killed; keep that out of the repository.
+                cwd=self.socket.parent,
+            )
         deadline = time.monotonic() + timeout
         while not self.socket.exists():
             if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                stderr = self.log.read_text(errors="replace")
                 raise RuntimeError(f"podman system service exited: {stderr}")
             if time.monotonic() > deadline:
                 raise RuntimeError("podman system service did not create its socket")
@@ -92,5 +96,3 @@ class PodmanLauncher:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
