@@ -213,8 +213,16 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def leaks(config_file: Path, podman: PodmanService, tmpdir: Path) -> dict[str, int]:
-    """Run housekeeping once, then count what is left that nothing owns."""
+def our_images(podman: PodmanService) -> set[str]:
+    images = podman.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    return {i for i in images if i.startswith(f"localhost/{PREFIX}-")}
+
+
+def leaks(
+    config_file: Path, podman: PodmanService, tmpdir: Path, earlier: set[str]
+) -> dict[str, int]:
+    """Run housekeeping once, then count what is left that nothing owns (images of an
+    earlier, interrupted run, ``earlier``, are not this run's leaks)."""
     config = load_config(config_file)
     Worker(config).housekeeping()
     store = TaskStore.in_data_dir(config.data_dir)
@@ -223,8 +231,7 @@ def leaks(config_file: Path, podman: PodmanService, tmpdir: Path) -> dict[str, i
     ids = store.ids()
     unfinished = sum(n for state, n in store.count_by_state().items() if not state.finished)
     names = podman.cli("ps", "--all", "--format", "{{.Names}}").stdout.split()
-    images = podman.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    ours = {i for i in images if i.startswith(f"localhost/{PREFIX}-")}
+    ours = our_images(podman) - earlier
     index = config.data_dir / "builder" / "images" / "environments.sqlite"
     with closing(sqlite3.connect(index)) as db:
         known = {row[0] for row in db.execute("SELECT image FROM environment")}
@@ -299,6 +306,7 @@ def main() -> None:
         )
         os.environ["TMPDIR"] = str(tmpdir)  # the server's temp files, to count leftovers
         server = ServeProcess(config_file, root / "serve.log")
+        earlier = our_images(podman)
         try:
             url = server.start()
             assert server.process is not None
@@ -316,14 +324,12 @@ def main() -> None:
             sampler.stop()
             wall = time.monotonic() - started
             server.stop()
-            report(results, sampler, wall, leaks(config_file, podman, tmpdir))
+            report(results, sampler, wall, leaks(config_file, podman, tmpdir, earlier))
         finally:
             server.stop()
             if not args.keep_images:
-                images = podman.cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
-                for image in images.split():
-                    if image.startswith(f"localhost/{PREFIX}-"):
-                        podman.cli("rmi", "--force", image, check=False)
+                for image in our_images(podman):
+                    podman.cli("rmi", "--force", image, check=False)
             launcher.stop()
 
 
