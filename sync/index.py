@@ -21,6 +21,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -97,13 +98,19 @@ def build_id_link(build_id: str, kind: BuildIdKind) -> str:
 class RepositoryIndex:
     """Build-id and NEVRA lookups over one release's local repositories.
 
-    Safe to share between threads; each lookup opens its own SQLite connection.
+    Safe to share between threads. Lookups reuse read-only SQLite connections: a new
+    one (open, read the schema, first pages) cost debuginfod's cold requests more than
+    the query itself.
     """
 
     def __init__(self, release: ReleaseSettings, index_dir: Path) -> None:
         self.release = release
         self.index_dir = index_dir
         self._lock = threading.Lock()
+        # deque's append and pop are atomic, so the pool needs no lock (under gevent a
+        # patched lock would not be safe between the pool's native threads anyway).
+        self._idle: deque[tuple[Path, sqlite3.Connection]] = deque()
+        self._metadata: dict[Path, tuple[tuple[int, int, int], _RepositoryMetadata]] = {}
 
     def find(self, nvr: str, arch: str) -> Package | None:
         """The package with this NVR (``name-[epoch:]version-release``) for ``arch`` or noarch.
@@ -198,17 +205,35 @@ class RepositoryIndex:
         Raises:
             RepositoryUnavailable: a repository has no readable metadata.
         """
-        metadata = [_metadata(repository) for repository in self.release.repositories]
+        metadata = [self._current_metadata(r) for r in self.release.repositories]
         return _revision(self.release.id, metadata)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         path = self._current_index()
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db = self._idle_connection(path)
+        if db is None:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        try:
             yield db
+        except BaseException:
+            db.close()
+            raise
+        self._idle.append((path, db))
+
+    def _idle_connection(self, path: Path) -> sqlite3.Connection | None:
+        """An idle connection to ``path``; those to replaced indexes are closed."""
+        while True:
+            try:
+                idle_path, db = self._idle.pop()
+            except IndexError:
+                return None
+            if idle_path == path:
+                return db
+            db.close()
 
     def _current_index(self) -> Path:
-        metadata = [_metadata(repository) for repository in self.release.repositories]
+        metadata = [self._current_metadata(r) for r in self.release.repositories]
         key = _revision(f"{self.release.id}\n{_SCHEMA_VERSION}", metadata)
         path = self.index_dir / f"{self.release.id}-{key}.sqlite"
         if path.exists():
@@ -218,6 +243,21 @@ class RepositoryIndex:
                 self._build(path, metadata)
                 self._prune(keep=path)
         return path
+
+    def _current_metadata(self, repository: Path) -> _RepositoryMetadata:
+        """``_metadata(repository)``, read again only when its repomd.xml was replaced
+        (a sync publishes by rename) or rewritten."""
+        try:
+            stat = os.stat(repository / REPODATA / REPOMD)
+        except OSError:
+            return _metadata(repository)  # raises the reason
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        known = self._metadata.get(repository)
+        if known is not None and known[0] == signature:
+            return known[1]
+        metadata = _metadata(repository)
+        self._metadata[repository] = (signature, metadata)
+        return metadata
 
     def _build(self, path: Path, metadata: list[_RepositoryMetadata]) -> None:
         log.info("indexing the repositories of %s", self.release.id)
