@@ -305,6 +305,7 @@ def main() -> None:
             )
         )
         os.environ["TMPDIR"] = str(tmpdir)  # the server's temp files, to count leftovers
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")  # as deployed (see the README)
         server = ServeProcess(config_file, root / "serve.log")
         earlier = our_images(podman)
         try:
