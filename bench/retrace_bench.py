@@ -38,7 +38,7 @@ from retracer.builder.environment import REPOSITORY_MOUNT, Environments
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import Sandbox
 from retracer.builder.settings import BuilderSettings
-from retracer.sync.metadata import install_into_root
+from retracer.sync.bootstrap import install_into_root
 from retracer.sync.settings import BootstrapBase, ReleaseSettings
 from tests.podman_service import ULIMITS, PodmanLauncher
 from tests.testos import Crash, Testos, build_testos

@@ -290,7 +290,7 @@ class Worker:
             task_id,
             "record the cache size",
             store.record_environment_cache,
-            usage.images,
+            usage.packages,
             usage.bytes,
         )
         try:

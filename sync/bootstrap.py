@@ -1,20 +1,24 @@
-"""Installing from a release's local repositories on the host, with python3-dnf.
+"""Bootstrapping a release's base system into an empty root on the host, with python3-dnf.
 
 This is the only module that imports ``dnf``. It bootstraps a release's base image:
 dnf resolves a package list's dependencies against the local repositories and
 installs the result into an empty root. It runs as root on the host, so no package
 scriptlet or trigger runs (a compromised mirror would get the host), and with the
 release's signing keys every package's signature is checked before anything is
-installed. (Build-id lookups use the index in
-:mod:`retracer.sync.index`; installs into retrace environments run the
-environment's own dnf, in the sandbox.)
+installed. rpm chroots the whole calling process while it installs, so a long-lived
+process (a worker) calls :func:`install_into_root_in_child`, which runs the install
+in a child process of its own. (Build-id lookups and the debuginfo closure use the
+index in :mod:`retracer.sync.index`; retrace environments are composed from the
+package store, with no install.)
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dnf
@@ -81,6 +85,24 @@ def install_into_root(
             return sorted(installed)
         finally:
             base.close()
+
+
+def install_into_root_in_child(
+    repositories: Sequence[Path],
+    packages: Sequence[str],
+    root: Path,
+    releasever: str,
+    arch: str | None = None,
+    keys: Sequence[str] = (),
+) -> list[Package]:
+    """:func:`install_into_root` in a fresh child process, so the caller's root (which
+    rpm changes with chroot during the transaction) never moves. Same errors."""
+    # spawn, not fork: the caller has threads (and open databases) a fork would copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
+        return child.submit(
+            install_into_root, list(repositories), list(packages), root, releasever, arch, keys
+        ).result()
 
 
 def _check_signature(base: dnf.Base, package: dnf.package.Package) -> None:
