@@ -95,16 +95,14 @@ def dnf_repository_options(
     return options
 
 
-class Environments:
-    def __init__(
-        self, sandbox: Sandbox, settings: BuilderSettings, state_dir: Path, store: PackageStore
-    ) -> None:
+class BaseImages:
+    """Each release's base image, built once per recipe (bootstrap or FROM image)."""
+
+    def __init__(self, sandbox: Sandbox, settings: BuilderSettings, state_dir: Path) -> None:
         self.sandbox = sandbox
         self.settings = settings
         self.state_dir = state_dir
-        self.store = store
-        self._views = state_dir / "views"
-        self._views.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True)
 
     def base_image(self, release: ReleaseSettings) -> str:
         """The release's base image, built first if its recipe is new.
@@ -129,93 +127,9 @@ class Environments:
             log.info("built base image %s in %.1f s", image, time.monotonic() - started)
         return image
 
-    def compose(
-        self, release: ReleaseSettings, holding: Holding, mapped: Mapping[str, str] = {}
-    ) -> Environment:
-        """The environment with exactly the held packages (see PackageStore.hold).
-
-        ``mapped`` names files gdb will look for (mapped modules) that no package may
-        ship by that path, each with the build-id link a package may ship it by; the
-        view takes such a file through that link, or else from the base image, as an
-        install over the base image would have left it.
-        """
-        image = self.base_image(release)
-        view = self._view(release, holding, dict(sorted(mapped.items())))
-        self._prune_views()
-        return Environment(image, view.name, view, holding)
-
-    def reuse(
-        self, release: ReleaseSettings, view_name: str, nevras: Sequence[str]
-    ) -> Environment | None:
-        """The environment named ``view_name`` if it and all its packages are still
-        here (nothing is unpacked: this serves a guess)."""
-        view = self._views / view_name
-        image = self._base_reference(release)
-        if not view.is_dir() or not self.sandbox.image_exists(image):
-            return None
-        holding = self.store.hold_present(tuple(nevras))
-        if holding is None:
-            return None
-        os.utime(view)
-        return Environment(image, view_name, view, holding)
-
-    def remember_for(
-        self, program: str, release: ReleaseSettings, environment: Environment
-    ) -> None:
-        """Note that the last crash of ``program`` needed ``environment``."""
-        nevras = tuple(sorted(environment.holding.trees))
-        self.store.index.remember_set(program, LastSet(release.id, environment.name, nevras))
-
-    def last_used_for(self, program: str, release: ReleaseSettings) -> Environment | None:
-        """The environment the last crash of ``program`` needed, if it is all still here.
-
-        Crashes of one build of a program usually need the same packages, so it is a
-        good guess before the core has been inspected.
-        """
-        last = self.store.index.last_set(program)
-        if last is None or last.release_id != release.id:
-            return None
-        return self.reuse(release, last.view, last.nevras)
-
-    def gdb_mounts(self, environment: Environment) -> list[BindMount]:
-        return [
-            BindMount(self.store.packages_dir, STORE_IN_SANDBOX),
-            BindMount(environment.view, VIEW_IN_SANDBOX),
-        ]
-
-    def _view(self, release: ReleaseSettings, holding: Holding, mapped: dict[str, str]) -> Path:
-        """A cached tree of symlinks: every file of the held packages, plus ``mapped``."""
-        nevras = sorted(holding.trees)
-        named = [f"{path} {link}" for path, link in mapped.items()]
-        key = hashlib.sha256("\n".join([release.id, *nevras, "", *named]).encode())
-        view = self._views / f"{release.id}-{key.hexdigest()[:32]}"
-        if view.is_dir():
-            os.utime(view)
-            return view
-        staging = self._views / f".{view.name}.{secrets.token_hex(4)}"
-        staging.mkdir()
-        try:
-            for nevra in nevras:
-                _link_tree(holding.trees[nevra], f"{STORE_IN_SANDBOX}/{nevra}", staging)
-            for path, link in mapped.items():
-                _link_mapped(staging, path, link)
-            os.chmod(staging, 0o755)
-            os.rename(staging, view)
-        except FileExistsError:  # another worker made the same view first
-            shutil.rmtree(staging, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return view
-
-    def _prune_views(self) -> None:
-        views = sorted(
-            (entry.stat().st_mtime, entry) for entry in self._views.iterdir() if entry.is_dir()
-        )
-        for _, old in views[:-_KEPT_VIEWS]:
-            # A view in use by a gdb run is kept by its mount; removing the name is safe
-            # only once nobody can be about to mount it: the oldest go first.
-            shutil.rmtree(old, ignore_errors=True)
+    def reference(self, release: ReleaseSettings) -> str:
+        """The name of the release's base image (built or not)."""
+        return self._base_reference(release)
 
     def _base_reference(self, release: ReleaseSettings) -> str:
         recipe = [_BASE_RECIPE, release.id, release.base_image or ""]
@@ -304,6 +218,104 @@ class Environments:
         with open(locks / f"{name}.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+class Environments:
+    """Composes crash environments from the base images and the package store."""
+
+    def __init__(self, base_images: BaseImages, store: PackageStore, state_dir: Path) -> None:
+        self.base_images = base_images
+        self.store = store
+        self._views = state_dir / "views"
+        self._views.mkdir(parents=True, exist_ok=True)
+
+    def compose(
+        self, release: ReleaseSettings, holding: Holding, mapped: Mapping[str, str] = {}
+    ) -> Environment:
+        """The environment with exactly the held packages (see PackageStore.hold).
+
+        ``mapped`` names files gdb will look for (mapped modules) that no package may
+        ship by that path, each with the build-id link a package may ship it by; the
+        view takes such a file through that link, or else from the base image, as an
+        install over the base image would have left it.
+        """
+        image = self.base_images.base_image(release)
+        view = self._view(release, holding, dict(sorted(mapped.items())))
+        self._prune_views()
+        return Environment(image, view.name, view, holding)
+
+    def reuse(
+        self, release: ReleaseSettings, view_name: str, nevras: Sequence[str]
+    ) -> Environment | None:
+        """The environment named ``view_name`` if it and all its packages are still
+        here (nothing is unpacked: this serves a guess)."""
+        view = self._views / view_name
+        image = self.base_images.reference(release)
+        if not view.is_dir() or not self.base_images.sandbox.image_exists(image):
+            return None
+        holding = self.store.hold_present(tuple(nevras))
+        if holding is None:
+            return None
+        os.utime(view)
+        return Environment(image, view_name, view, holding)
+
+    def remember_for(
+        self, program: str, release: ReleaseSettings, environment: Environment
+    ) -> None:
+        """Note that the last crash of ``program`` needed ``environment``."""
+        nevras = tuple(sorted(environment.holding.trees))
+        self.store.index.remember_set(program, LastSet(release.id, environment.name, nevras))
+
+    def last_used_for(self, program: str, release: ReleaseSettings) -> Environment | None:
+        """The environment the last crash of ``program`` needed, if it is all still here.
+
+        Crashes of one build of a program usually need the same packages, so it is a
+        good guess before the core has been inspected.
+        """
+        last = self.store.index.last_set(program)
+        if last is None or last.release_id != release.id:
+            return None
+        return self.reuse(release, last.view, last.nevras)
+
+    def gdb_mounts(self, environment: Environment) -> list[BindMount]:
+        return [
+            BindMount(self.store.packages_dir, STORE_IN_SANDBOX),
+            BindMount(environment.view, VIEW_IN_SANDBOX),
+        ]
+
+    def _view(self, release: ReleaseSettings, holding: Holding, mapped: dict[str, str]) -> Path:
+        """A cached tree of symlinks: every file of the held packages, plus ``mapped``."""
+        nevras = sorted(holding.trees)
+        named = [f"{path} {link}" for path, link in mapped.items()]
+        key = hashlib.sha256("\n".join([release.id, *nevras, "", *named]).encode())
+        view = self._views / f"{release.id}-{key.hexdigest()[:32]}"
+        if view.is_dir():
+            os.utime(view)
+            return view
+        staging = self._views / f".{view.name}.{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            for nevra in nevras:
+                _link_tree(holding.trees[nevra], f"{STORE_IN_SANDBOX}/{nevra}", staging)
+            for path, link in mapped.items():
+                _link_mapped(staging, path, link)
+            os.chmod(staging, 0o755)
+            os.rename(staging, view)
+        except FileExistsError:  # another worker made the same view first
+            shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return view
+
+    def _prune_views(self) -> None:
+        views = sorted(
+            (entry.stat().st_mtime, entry) for entry in self._views.iterdir() if entry.is_dir()
+        )
+        for _, old in views[:-_KEPT_VIEWS]:
+            # A view in use by a gdb run is kept by its mount; removing the name is safe
+            # only once nobody can be about to mount it: the oldest go first.
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_tree(tree: Path, target_root: str, view: Path) -> None:

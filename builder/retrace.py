@@ -21,7 +21,12 @@ from retracer.builder.debuginfod import (
     fetch_missing_debuginfo,
 )
 from retracer.builder.early import EarlyRun
-from retracer.builder.environment import VIEW_IN_SANDBOX, Environment, Environments
+from retracer.builder.environment import (
+    VIEW_IN_SANDBOX,
+    BaseImages,
+    Environment,
+    Environments,
+)
 from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
 from retracer.builder.model import (
@@ -120,9 +125,10 @@ class Analyzer:
             problem = read_problem(problem_dir, self.releases)
         run.log(f"release {problem.release.id}, executable {problem.executable}")
         with Sandbox(self.settings) as sandbox:
-            environments = Environments(sandbox, self.settings, self.state_dir, self.store)
+            base_images = BaseImages(sandbox, self.settings, self.state_dir)
+            environments = Environments(base_images, self.store, self.state_dir)
             with run.step("preparing the base image"):
-                base = environments.base_image(problem.release)
+                base = base_images.base_image(problem.release)
             with (
                 _readable_core(problem.core, self._scratch) as core,
                 self._early_gdb(environments, sandbox, problem, core, marker, run) as early,
@@ -273,6 +279,11 @@ class Analyzer:
                 executable.binary.nvr,
             )
         return crashed, resolved
+
+    def base_image(self, release: ReleaseSettings) -> str:
+        """The release's base image, built first if needed (tools and tests)."""
+        with Sandbox(self.settings) as sandbox:
+            return BaseImages(sandbox, self.settings, self.state_dir).base_image(release)
 
     def environment_cache(self) -> StoreUsage:
         """How many packages the store holds and their size, for the operator."""

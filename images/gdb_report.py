@@ -73,7 +73,10 @@ def setup(sysroot: str) -> None:
         execute(f"set {setting}")
     if sysroot:
         execute(f"set sysroot {sysroot}")
-        execute(f"set debug-file-directory {sysroot}/usr/lib/debug")
+        # First the crash's debug data, then whatever was set before (the base image's,
+        # a debuginfod cache).
+        before = str(gdb.parameter("debug-file-directory") or "")
+        execute(f"set debug-file-directory {sysroot}/usr/lib/debug:{before}".rstrip(":"))
         # The crash's libthread_db, beside its libc, before the base image's.
         libdirs = ":".join(f"{sysroot}{d}" for d in ("/usr/lib64", "/usr/lib", "/lib64", "/lib"))
         execute(f"set libthread-db-search-path $pdir:{libdirs}:$sdir")
