@@ -180,20 +180,28 @@ class _Unpacker:
         payload = rpm.fd(fd, "r", header["payloadcompressor"] or "gzip")
         archive = files.archive(payload, write=False)
         for entry in archive:
-            relative = self._relative(entry.name)
-            mode = entry.mode
-            if stat.S_ISDIR(mode):
-                self._folder(relative)
-            elif stat.S_ISLNK(mode):
-                self._parent(relative)
-                os.symlink(entry.linkto, self._path(relative))
-            elif stat.S_ISREG(mode):
-                self._parent(relative)
-                if archive.hascontent():
-                    self._write(archive, relative, mode)
-                    self._link_siblings(links.get((entry.inode, entry.fflags), []), relative)
-            # Devices, fifos and sockets are of no use to gdb, and are not made.
+            try:
+                self._member(archive, entry, links)
+            except _Escape:
+                raise _Escape(entry.name) from None
         return UnpackedPayload(self._files, self._bytes)
+
+    def _member(
+        self, archive: rpm.archive, entry: rpm.file, links: dict[tuple[int, int], list[str]]
+    ) -> None:
+        relative = self._relative(entry.name)
+        mode = entry.mode
+        if stat.S_ISDIR(mode):
+            self._folder(relative)
+        elif stat.S_ISLNK(mode):
+            self._parent(relative)
+            os.symlink(entry.linkto, self._path(relative))
+        elif stat.S_ISREG(mode):
+            self._parent(relative)
+            if archive.hascontent():
+                self._write(archive, relative, mode)
+                self._link_siblings(links.get((entry.inode, entry.fflags), []), relative)
+        # Devices, fifos and sockets are of no use to gdb, and are not made.
 
     def _relative(self, name: str) -> str:
         relative = posixpath.normpath("/" + name).lstrip("/")
