@@ -15,17 +15,18 @@ package store, with no install.)
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import pickle
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dnf
 import dnf.exceptions
 import dnf.package
 
-from retracer.sync.errors import RepositoryUnavailable, SignatureRejected
+from retracer.sync.errors import RepositoryUnavailable, SignatureRejected, SyncError
 from retracer.sync.model import Package
 
 log = logging.getLogger(__name__)
@@ -95,14 +96,32 @@ def install_into_root_in_child(
     arch: str | None = None,
     keys: Sequence[str] = (),
 ) -> list[Package]:
-    """:func:`install_into_root` in a fresh child process, so the caller's root (which
-    rpm changes with chroot during the transaction) never moves. Same errors."""
-    # spawn, not fork: the caller has threads (and open databases) a fork would copy.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as child:
-        return child.submit(
-            install_into_root, list(repositories), list(packages), root, releasever, arch, keys
-        ).result()
+    """:func:`install_into_root` in a child process of its own (``python -m`` this
+    module), so the caller's root, which rpm changes with chroot during the
+    transaction, never moves. Same results and errors."""
+    request = pickle.dumps((list(repositories), list(packages), root, releasever, arch, keys))
+    child = subprocess.run(
+        [sys.executable, "-m", __name__], input=request, capture_output=True, check=False
+    )
+    if child.returncode != 0 or not child.stdout:
+        said = child.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        why = said[0] if said else f"exit code {child.returncode}"
+        raise RepositoryUnavailable(", ".join(map(str, repositories)), f"the install died: {why}")
+    # Our own child's answer, over a pipe: the installed packages or the error raised.
+    outcome = pickle.loads(child.stdout)
+    if isinstance(outcome, SyncError):
+        raise outcome
+    return list(outcome)
+
+
+def _serve_child() -> None:
+    """The child's side of :func:`install_into_root_in_child`."""
+    arguments = pickle.loads(sys.stdin.buffer.read())
+    try:
+        outcome: object = install_into_root(*arguments)
+    except SyncError as error:
+        outcome = error
+    sys.stdout.buffer.write(pickle.dumps(outcome))
 
 
 def _check_signature(base: dnf.Base, package: dnf.package.Package) -> None:
@@ -172,3 +191,7 @@ def _load_base(
         base.close()
         raise
     return base
+
+
+if __name__ == "__main__":
+    _serve_child()
