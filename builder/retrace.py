@@ -155,6 +155,11 @@ class Analyzer:
                 if early is not None and any(f.fresh for f in fetched.values()):
                     early.discard()  # it started before this debuginfo was there
                     early = None
+                if early is not None and early.nevras != {p.nevra for p in packages}:
+                    # Stopped before the unpacks, so that it takes no CPU from them.
+                    early.discard()
+                    run.log("this crash needs another environment; the early gdb run was stopped")
+                    early = None
                 with run.step("unpacking packages"):
                     holding = self.store.hold(files, self._check(problem.release))
                 with holding:
@@ -239,7 +244,7 @@ class Analyzer:
                     f"gdb started early in environment {environment.name},"
                     " which the last crash of this program needed"
                 )
-                yield _EarlyGdb(early, environment.name)
+                yield _EarlyGdb(early, environment.name, set(environment.holding.trees))
         finally:
             environment.close()
 
@@ -376,9 +381,10 @@ class Analyzer:
 class _EarlyGdb:
     """An early gdb run and the environment it runs in."""
 
-    def __init__(self, run: EarlyRun, environment: str) -> None:
+    def __init__(self, run: EarlyRun, environment: str, nevras: set[str]) -> None:
         self.run = run
         self.environment = environment
+        self.nevras = nevras
 
     def take(self) -> RunOutput | None:
         return self.run.take()

@@ -59,7 +59,11 @@ def test_the_backtrace_is_the_one_a_dnf_installed_environment_gives(
     problem = read_problem(crash.problem_dir, analyzer.releases)
     # The retrace's own gdb run, moved to the installed image with no store or view.
     spec = analyzer._gdb_spec(
-        _Unmounted(), _Installed(image), crash.core, problem, MARKER  # type: ignore[arg-type]
+        _Unmounted(),
+        _Installed(image),
+        crash.core,
+        problem,
+        MARKER,  # type: ignore[arg-type]
     )
     environment = {k: v for k, v in spec.environment.items() if k != "RETRACER_SYSROOT"}
     spec = dataclasses.replace(spec, environment=environment)
