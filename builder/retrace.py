@@ -29,6 +29,7 @@ from retracer.builder.environment import (
 )
 from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
+from retracer.builder.layout import builder_dir
 from retracer.builder.model import (
     Module,
     ResolvedModule,
@@ -66,6 +67,13 @@ class _Silent:
 
 class Analyzer:
     """Retraces crashes; keep one per worker process so repository indexes stay warm."""
+
+    @classmethod
+    def in_data_dir(
+        cls, settings: BuilderSettings, releases: Sequence[ReleaseSettings], data_dir: Path
+    ) -> Analyzer:
+        """The analyzer keeping its state in retracer's data folder."""
+        return cls(settings, releases, builder_dir(data_dir))
 
     def __init__(
         self,
