@@ -17,6 +17,7 @@ Views are kept by the digest of their contents, so a repeated crash starts at on
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -301,8 +302,12 @@ class Environments:
                 _link_mapped(staging, path, link)
             os.chmod(staging, 0o755)
             os.rename(staging, view)
-        except FileExistsError:  # another worker made the same view first
+        except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
+            # Another worker made the same view first (a folder is renamed onto a
+            # non-empty one with ENOTEMPTY): use theirs.
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not view.is_dir():
+                raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,24 @@ def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(
     assert result.environment != other.environment
     assert crash.crash_function in result.backtrace
     assert testos.crashes["threadcrash"].crash_function not in result.backtrace
+
+
+def test_concurrent_retraces_share_one_unpack_of_each_package(
+    analyzer: Analyzer, testos: Testos, tmp_path: Path
+) -> None:
+    # Two workers (an analyzer each) over one data folder, on the same crash at once.
+    workers = [fresh_analyzer(analyzer, tmp_path) for _ in range(2)]
+    observers = [RecordingObserver() for _ in workers]
+    crash = testos.crashes["crasher"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda w, o: w.retrace(crash.problem_dir, o), workers, observers))
+    unpacked = [
+        nevra
+        for observer in observers
+        for line in observer.lines
+        if line.startswith("unpacked into the store:")
+        for nevra in line.split(":", 1)[1].split()
+    ]
+    assert sorted(unpacked) == sorted(p.nevra for p in results[0].package_set.packages)
+    assert results[0].backtrace == results[1].backtrace
+    assert crash.crash_function in results[0].backtrace
