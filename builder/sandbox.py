@@ -212,7 +212,10 @@ class Sandbox:
             try:
                 self.client.containers.get(name).kill()
             except APIError as error:
-                if error.status_code != HTTPStatus.CONFLICT:  # "not running" is a conflict
+                # "Not running" is a conflict; podman 4.3 answers a container that has
+                # just exited with a 500 saying "container state improper".
+                ended = "container state improper" in str(error.explanation or "")
+                if error.status_code != HTTPStatus.CONFLICT and not ended:
                     raise
 
     def images(self) -> list[str]:
