@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from retracer.sync.metadata import install_into_root
+from retracer.sync.bootstrap import install_into_root
 from tests.testos import Crash, build_testos
 from tests.testos.target import I686
 

@@ -2,10 +2,11 @@
 
 For each testos crash it prints:
 
-- warm: a retrace whose environment is cached, against bare host ``gdb -batch`` on
-  the same core with the same binaries and debuginfo (installed into a sysroot);
-- cold: a retrace that must build its environment, against a plain ``dnf install``
-  of the same packages into a fresh container plus the bare gdb.
+- warm: a retrace whose packages are in the store, against bare host ``gdb -batch``
+  on the same core with the same binaries and debuginfo (installed into a sysroot);
+- cold: a retrace with an empty package store (every package unpacked, the view
+  built), against a plain ``dnf install`` of the same packages into a fresh
+  container plus the bare gdb.
 
 Targets: warm <= 1.5 x bare gdb + 0.5 s; cold <= 1.2 x (plain install + gdb).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,11 +36,11 @@ from pathlib import Path
 from podman import PodmanClient
 
 from bench.fedora_sized import fedora_sized_repository
-from retracer.builder.environment import REPOSITORY_MOUNT, Environments
+from retracer.builder.environment import REPOSITORY_MOUNT
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import Sandbox
 from retracer.builder.settings import BuilderSettings
-from retracer.sync.metadata import install_into_root
+from retracer.sync.bootstrap import install_into_root
 from retracer.sync.settings import BootstrapBase, ReleaseSettings
 from tests.podman_service import ULIMITS, PodmanLauncher
 from tests.testos import Crash, Testos, build_testos
@@ -103,10 +105,22 @@ def plain_install(
         container.remove(force=True)
 
 
-def cold_retrace(analyzer: Analyzer, settings: BuilderSettings, crash: Crash, image: str) -> float:
-    """Seconds of one retrace after its environment was evicted."""
-    with Sandbox(settings) as sandbox:
-        sandbox.remove_image(image)
+def empty_store(analyzer: Analyzer) -> None:
+    """Evict every package and drop every view: the next retrace starts cold."""
+    store = analyzer.store
+    cap, store.max_bytes = store.max_bytes, 0
+    try:
+        store.evict()
+    finally:
+        store.max_bytes = cap
+    views = analyzer.state_dir / "views"
+    for view in views.iterdir() if views.is_dir() else ():
+        shutil.rmtree(view)
+
+
+def cold_retrace(analyzer: Analyzer, crash: Crash) -> float:
+    """Seconds of one retrace with an empty store."""
+    empty_store(analyzer)
     started = time.perf_counter()
     analyzer.retrace(crash.problem_dir)
     return time.perf_counter() - started
@@ -180,8 +194,7 @@ class Bench:
         self.analyzer = Analyzer(settings, [release], state)
         self.sysroots = sysroots
         self.rounds = rounds
-        with Sandbox(settings) as sandbox:
-            self.base = Environments(sandbox, settings, state / "images").base_image(release)
+        self.base = self.analyzer.base_image(release)
 
     def run(self, label: str, testos: Testos) -> int:
         """Print one table; returns how many targets were missed."""
@@ -189,11 +202,8 @@ class Bench:
         index = self.analyzer.index(self.release)
         indexing = timed(lambda: index.find(crashes[0][1].package, "x86_64"), 1)
         lookup = timed(lambda: index.match_build_ids(["0" * 40, "f" * 40]), 100)
-        # The first cold retrace after new metadata also fills dnf's cache, once per sync.
-        with Sandbox(self.settings) as sandbox:
-            for image in sandbox.images():
-                if "-env:" in image:
-                    sandbox.remove_image(image)
+        # The first cold retrace after new metadata also builds the index, once per sync.
+        empty_store(self.analyzer)
         first = timed(lambda: self.analyzer.retrace(crashes[0][1].problem_dir), 1)
         print(
             f"\n{label}: index built in {indexing:.2f} s, a build-id lookup takes"
@@ -211,15 +221,13 @@ class Bench:
             install_into_root((testos.repo,), nevras, sysroot, "1")
 
         # Interleaved, round by round, so that a slow spell of the machine hits both
-        # sides of a comparison alike. A cold retrace leaves its environment cached
+        # sides of a comparison alike. A cold retrace leaves its packages in the store
         # again for the next warm one.
         samples: dict[str, list[float]] = {"warm": [], "gdb": [], "cold": [], "install": []}
         for _ in range(self.rounds):
             samples["warm"].append(timed(lambda: self.analyzer.retrace(crash.problem_dir), 1))
             samples["gdb"].append(timed(lambda: bare_gdb(sysroot, crash), 1))
-            samples["cold"].append(
-                cold_retrace(self.analyzer, self.settings, crash, result.environment_image)
-            )
+            samples["cold"].append(cold_retrace(self.analyzer, crash))
             samples["install"].append(
                 timed(lambda: plain_install(self.client, self.base, self.release, nevras), 1)
             )

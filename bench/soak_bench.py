@@ -28,7 +28,6 @@ import argparse
 import functools
 import os
 import random
-import sqlite3
 import statistics
 import tempfile
 import threading
@@ -36,13 +35,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 import yaml
 
+from retracer.builder.layout import builder_dir
 from retracer.server.config import load_config
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskStore
@@ -232,18 +231,13 @@ def leaks(
     unfinished = sum(n for state, n in store.count_by_state().items() if not state.finished)
     names = podman.cli("ps", "--all", "--format", "{{.Names}}").stdout.split()
     ours = our_images(podman) - earlier
-    index = config.data_dir / "builder" / "images" / "environments.sqlite"
-    with closing(sqlite3.connect(index)) as db:
-        known = {row[0] for row in db.execute("SELECT image FROM environment")}
-    state = config.data_dir / "builder"
-    scratch = [state / "tmp", state / "images" / "tmp"]
+    state = builder_dir(config.data_dir)
+    scratch = [state / "tmp", state / "store" / "staging"]
     temp_files = sum(1 for folder in scratch if folder.is_dir() for _ in folder.iterdir())
     temp_files += sum(1 for _ in tmpdir.iterdir())
     return {
         "containers": sum(1 for n in names if n.startswith(f"{PREFIX}-")),
-        "images (not base, not indexed)": sum(
-            1 for i in ours if i not in known and f"{PREFIX}-base:" not in i
-        ),
+        "images (not base)": sum(1 for i in ours if f"{PREFIX}-base:" not in i),
         "task folders without a task": len(folders - ids),
         "tasks without a folder": len(ids - folders),
         "tasks not finished": unfinished,

@@ -65,7 +65,7 @@ def retrace_command(
     whole report) and exits 0; on failure prints the reason and exits 1.
     """
     config = source.load()
-    analyzer = Analyzer(config.builder, config.releases, config.data_dir / "builder")
+    analyzer = Analyzer.in_data_dir(config.builder, config.releases, config.data_dir)
     with tempfile.TemporaryDirectory(prefix="retracer-retrace-") as scratch:
         if problem.is_file():
             problem = source.unpack(problem, Path(scratch))

@@ -1,90 +1,109 @@
-"""Container images holding a release's base system, and one per package set.
+"""A crash's environment: the release's base image plus the crash's packages, read-only.
 
-A release's *base image* (gdb, dnf, elfutils and the system) is built once and
-rebuilt only when its recipe changes. An *environment image* adds the exact
-crash-time NEVRAs to it; its name is the digest of the package set, so a later
-crash needing the same packages starts at once. Environments beyond the size cap
-are evicted least recently used first.
+A release's *base image* (gdb, elfutils and the system) is built once and rebuilt
+only when its recipe or repositories change. The crash's exact NEVRAs come from the
+:class:`~retracer.builder.packages.PackageStore` (each unpacked once, shared by all
+retraces) and reach gdb without any install or image commit:
+
+- the store's ``packages/`` folder is bind-mounted read-only at ``/retrace/store``;
+- a *view* of the crash's package set, a tree of symlinks into it, is bind-mounted
+  read-only at ``/retrace/root``, and gdb's sysroot and debug-file-directory point
+  there (see ``images/gdb_report.py``).
+
+A view costs one symlink per file, not one copy per byte, so a crash whose set
+differs from an earlier one by a few packages pays for those few unpacks only.
+Views are kept by the digest of their contents, so a repeated crash starts at once.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
+import os
+import secrets
 import shutil
-import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from retracer.builder.errors import EnvironmentFailed
+from retracer.builder.packages import Holding, LastSet, PackageStore
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
-from retracer.sync.metadata import install_into_root
-from retracer.sync.model import PackageSet
+from retracer.sync.bootstrap import install_into_root_in_child
 from retracer.sync.settings import ReleaseSettings
 
 log = logging.getLogger(__name__)
 
 # Bump when the way base images are made changes, so old ones are rebuilt.
-_BASE_RECIPE = "1"
+_BASE_RECIPE = "2"
 # A FROM image only needs these added to retrace; a bootstrap lists its own.
 _RETRACE_TOOLS = ("gdb", "elfutils")
 REPOSITORY_MOUNT = "/srv/retracer/repo"
 DNF_CACHE_MOUNT = "/var/cache/retracer-dnf"
 KEYS_MOUNT = "/srv/retracer/keys"
+STORE_IN_SANDBOX = "/retrace/store"
+VIEW_IN_SANDBOX = "/retrace/root"
+# Views kept for repeated crashes; each is a few thousand symlinks at most.
+_KEPT_VIEWS = 256
 
 
-@dataclass(frozen=True)
+@dataclass
 class Environment:
+    """Where gdb runs: ``image`` with the view of the crash's packages mounted."""
+
     image: str
-    cached: bool
-    # NEVRAs dnf installed to make it (empty when it came from the cache).
-    installed_by_dnf: tuple[str, ...] = ()
+    # Names the view (the package set and the files taken from the base image).
+    name: str
+    view: Path
+    holding: Holding = field(repr=False)
+
+    @property
+    def cached(self) -> bool:
+        """True when every package was in the store already (nothing was unpacked)."""
+        return not self.holding.unpacked
+
+    def close(self) -> None:
+        self.holding.close()
 
 
-@dataclass(frozen=True)
-class CacheUsage:
-    images: int
-    bytes: int
+def dnf_repository_options(
+    repositories: Sequence[str], keys: Sequence[str], releasever: str, arch: str
+) -> list[str]:
+    """dnf's command-line options for the release's local repositories only: no host
+    repository, no weak dependency, and signatures checked whenever keys are given."""
+    options = [
+        "--assumeyes", "--quiet", "--setopt=reposdir=/dev/null",
+        "--setopt=install_weak_deps=False", f"--releasever={releasever}",
+        # An i386 release's image runs on an x86_64 kernel, where dnf would guess x86_64.
+        f"--forcearch={arch}", "--disablerepo=*",
+        *(["--setopt=gpgcheck=True"] if keys else ["--nogpgcheck"]),
+    ]  # fmt: skip
+    for number, path in enumerate(repositories):
+        name = f"retracer{number}"
+        options += [f"--repofrompath={name},{path}", f"--enablerepo={name}"]
+        if keys:
+            options += [
+                f"--setopt={name}.gpgcheck=True",
+                f"--setopt={name}.gpgkey={' '.join(keys)}",
+            ]
+    return options
 
 
-def cache_usage(images_dir: Path) -> CacheUsage:
-    """What the environment cache holds, read from its index (no podman needed)."""
-    index = images_dir / "environments.sqlite"
-    if not index.exists():
-        return CacheUsage(0, 0)
-    with closing(sqlite3.connect(index)) as db:
-        count, total = db.execute(
-            "SELECT count(*), coalesce(sum(size), 0) FROM environment"
-        ).fetchone()
-    return CacheUsage(int(count), int(total))
+class BaseImages:
+    """Each release's base image, built once per recipe (bootstrap or FROM image)."""
 
-
-class Environments:
     def __init__(self, sandbox: Sandbox, settings: BuilderSettings, state_dir: Path) -> None:
         self.sandbox = sandbox
         self.settings = settings
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._index_path = state_dir / "environments.sqlite"
-        with closing(sqlite3.connect(self._index_path)) as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS environment ("
-                " image TEXT PRIMARY KEY, release TEXT NOT NULL,"
-                " size INTEGER NOT NULL, last_used REAL NOT NULL)"
-            )
-            # The environment the last crash of each program needed (see last_used_for).
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS last_environment ("
-                " program TEXT PRIMARY KEY, image TEXT NOT NULL)"
-            )
-            db.commit()
 
     def base_image(self, release: ReleaseSettings) -> str:
         """The release's base image, built first if its recipe is new.
@@ -109,93 +128,13 @@ class Environments:
             log.info("built base image %s in %.1f s", image, time.monotonic() - started)
         return image
 
-    def image_name(self, package_set: PackageSet) -> str:
-        """The name of the image holding exactly ``package_set`` (built or not)."""
-        return f"localhost/{self.settings.name_prefix}-env:{package_set.digest[:48]}"
-
-    def for_packages(self, package_set: PackageSet, release: ReleaseSettings) -> Environment:
-        """The image with exactly ``package_set`` installed on the base, cached by digest."""
-        image = self.image_name(package_set)
-        if self._cached(image):
-            return Environment(image, cached=True)
-        with self._locked(package_set.digest):
-            if self._cached(image):
-                return Environment(image, cached=True)
-            base = self.base_image(release)
-            nevras = tuple(p.nevra for p in package_set.packages)
-            self._install(release, base, nevras, image)
-            size = max(0, self.sandbox.image_size(image) - self.sandbox.image_size(base))
-            self._remember(image, release.id, size)
-            self.evict(keep=image)
-        return Environment(image, cached=False, installed_by_dnf=nevras)
-
-    def remember_for(self, program: str, image: str) -> None:
-        """Note that the last crash of ``program`` needed the environment ``image``."""
-        with closing(sqlite3.connect(self._index_path)) as db:
-            db.execute("INSERT OR REPLACE INTO last_environment VALUES (?, ?)", (program, image))
-            db.commit()
-
-    def last_used_for(self, program: str) -> str | None:
-        """The environment the last crash of ``program`` needed, if it is still cached.
-
-        Crashes of one build of a program usually need the same packages, so it is a
-        good guess before the core has been inspected.
-        """
-        with closing(sqlite3.connect(self._index_path)) as db:
-            row = db.execute(
-                "SELECT image FROM last_environment WHERE program = ?", (program,)
-            ).fetchone()
-        return row[0] if row and self.sandbox.image_exists(row[0]) else None
-
-    def evict(self, keep: str | None = None, now: float | None = None) -> list[str]:
-        """Remove least recently used environments until the cache fits its cap.
-
-        An environment in use is kept: one a container runs from (podman refuses to
-        remove it), and one picked within the last gdb timeout, whose container may
-        not exist yet.
-        """
-        cap = self.settings.image_cache_max_mib * 1024 * 1024
-        recent = (time.time() if now is None else now) - self.settings.limits.gdb_timeout_seconds
-        removed = []
-        with closing(sqlite3.connect(self._index_path)) as db:
-            rows = db.execute(
-                "SELECT image, size, last_used FROM environment ORDER BY last_used"
-            ).fetchall()
-            total = sum(size for _, size, _ in rows)
-            for image, size, last_used in rows:
-                if total <= cap:
-                    break
-                if image == keep or last_used >= recent:
-                    continue
-                if not self.sandbox.remove_unused_image(image):
-                    log.info("environment %s is in use; not evicted", image)
-                    continue
-                db.execute("DELETE FROM environment WHERE image = ?", (image,))
-                db.commit()
-                total -= size
-                removed.append(image)
-        for image in removed:
-            log.info("evicted environment %s", image)
-        return removed
-
-    def _cached(self, image: str) -> bool:
-        if not self.sandbox.image_exists(image):
-            return False
-        with closing(sqlite3.connect(self._index_path)) as db:
-            db.execute("UPDATE environment SET last_used = ? WHERE image = ?", (time.time(), image))
-            db.commit()
-        return True
-
-    def _remember(self, image: str, release_id: str, size: int) -> None:
-        with closing(sqlite3.connect(self._index_path)) as db:
-            db.execute(
-                "INSERT OR REPLACE INTO environment VALUES (?, ?, ?, ?)",
-                (image, release_id, size, time.time()),
-            )
-            db.commit()
+    def reference(self, release: ReleaseSettings) -> str:
+        """The name of the release's base image (built or not)."""
+        return self._base_reference(release)
 
     def _base_reference(self, release: ReleaseSettings) -> str:
         recipe = [_BASE_RECIPE, release.id, release.base_image or ""]
+        recipe += [str(path.absolute()) for path in release.repositories]
         if release.bootstrap is not None:
             recipe += sorted(release.bootstrap.packages)
         if release.signing_keys:  # built with signature checks: not the same image
@@ -208,7 +147,7 @@ class Environments:
         scratch.mkdir(exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="bootstrap-", dir=scratch))
         try:
-            install_into_root(
+            install_into_root_in_child(
                 release.repositories,
                 packages,
                 root,
@@ -223,13 +162,17 @@ class Environments:
     def _install(
         self, release: ReleaseSettings, image: str, packages: Sequence[str], commit_to: str
     ) -> None:
-        """Install ``packages`` with the image's own dnf from the read-only repositories."""
-        # dnf keeps its parsed metadata in a per-release cache outside the image: the
-        # next install skips re-reading the repository, and no image carries the cache.
+        """Install ``packages`` with the image's own dnf from the read-only repositories
+        (a base image made FROM a registry image gets gdb this way)."""
+        # dnf keeps its parsed metadata in a cache outside the image, one per release
+        # and set of repositories: the next install skips re-reading the repository.
         # metadata_expire=0 makes dnf compare the cached repomd with the repository's
         # on every install (cheap when it matches); with the default 48 hours, packages
         # a sync had just published were "No match" until the cache aged out.
-        cache = self.state_dir / "dnf-cache" / release.id
+        repositories = hashlib.sha256(
+            "\n".join(str(r.absolute()) for r in release.repositories).encode()
+        ).hexdigest()[:12]
+        cache = self.state_dir / "dnf-cache" / f"{release.id}-{repositories}"
         cache.mkdir(parents=True, exist_ok=True)
         mounts = [
             BindMount(path, f"{REPOSITORY_MOUNT}/{number}")
@@ -241,25 +184,17 @@ class Environments:
             BindMount(_key_path(key), f"{KEYS_MOUNT}/{number}.asc")
             for number, key in enumerate(release.signing_keys)
         ]
-        gpg = ["--setopt=gpgcheck=True"] if keys else ["--nogpgcheck"]
         dnf = [
-            "dnf", "install", "--assumeyes", *gpg, "--quiet",
-            "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
-            f"--setopt=cachedir={DNF_CACHE_MOUNT}", "--setopt=metadata_expire=0",
-            f"--releasever={release.release.version}",
-            # An i386 release's image runs on an x86_64 kernel, where dnf would guess x86_64.
-            f"--forcearch={release.release.package_arch}", "--disablerepo=*",
+            "dnf", "install", f"--setopt=cachedir={DNF_CACHE_MOUNT}", "--setopt=metadata_expire=0",
+            *dnf_repository_options(
+                [m.target for m in mounts], [f"file://{k.target}" for k in keys],
+                release.release.version, release.release.package_arch,
+            ),
         ]  # fmt: skip
-        for mount in mounts:
-            name = f"retracer{Path(mount.target).name}"
-            dnf += [f"--repofrompath={name},{mount.target}", f"--enablerepo={name}"]
-            if keys:
-                uris = " ".join(f"file://{key.target}" for key in keys)
-                dnf += [f"--setopt={name}.gpgcheck=True", f"--setopt={name}.gpgkey={uris}"]
         mounts += keys
-        # dnf's pid-file lock cannot see across containers, so one install per release
+        # dnf's pid-file lock cannot see across containers, so one install per cache
         # at a time keeps the shared cache consistent.
-        with self._locked(f"dnf-cache-{release.id}"):
+        with self._locked(f"dnf-cache-{cache.name}"):
             output = self.sandbox.run(
                 RunSpec(
                     image=image,
@@ -287,6 +222,150 @@ class Environments:
         with open(locks / f"{name}.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+class Environments:
+    """Composes crash environments from the base images and the package store."""
+
+    def __init__(self, base_images: BaseImages, store: PackageStore, state_dir: Path) -> None:
+        self.base_images = base_images
+        self.store = store
+        self._views = state_dir / "views"
+        self._views.mkdir(parents=True, exist_ok=True)
+
+    def compose(
+        self, release: ReleaseSettings, holding: Holding, mapped: Mapping[str, str] = {}
+    ) -> Environment:
+        """The environment with exactly the held packages (see PackageStore.hold).
+
+        ``mapped`` names files gdb will look for (mapped modules) that no package may
+        ship by that path, each with the build-id link a package may ship it by; the
+        view takes such a file through that link, or else from the base image, as an
+        install over the base image would have left it.
+        """
+        image = self.base_images.base_image(release)
+        view = self._view(release, holding, dict(sorted(mapped.items())))
+        self._prune_views()
+        return Environment(image, view.name, view, holding)
+
+    def reuse(
+        self, release: ReleaseSettings, view_name: str, nevras: Sequence[str]
+    ) -> Environment | None:
+        """The environment named ``view_name`` if it and all its packages are still
+        here (nothing is unpacked: this serves a guess)."""
+        view = self._views / view_name
+        image = self.base_images.reference(release)
+        if not view.is_dir() or not self.base_images.sandbox.image_exists(image):
+            return None
+        holding = self.store.hold_present(tuple(nevras))
+        if holding is None:
+            return None
+        os.utime(view)
+        return Environment(image, view_name, view, holding)
+
+    def remember_for(
+        self, program: str, release: ReleaseSettings, environment: Environment
+    ) -> None:
+        """Note that the last crash of ``program`` needed ``environment``."""
+        nevras = tuple(sorted(environment.holding.trees))
+        self.store.index.remember_set(program, LastSet(release.id, environment.name, nevras))
+
+    def last_used_for(self, program: str, release: ReleaseSettings) -> Environment | None:
+        """The environment the last crash of ``program`` needed, if it is all still here.
+
+        Crashes of one build of a program usually need the same packages, so it is a
+        good guess before the core has been inspected.
+        """
+        last = self.store.index.last_set(program)
+        if last is None or last.release_id != release.id:
+            return None
+        return self.reuse(release, last.view, last.nevras)
+
+    def gdb_mounts(self, environment: Environment) -> list[BindMount]:
+        return [
+            BindMount(self.store.packages_dir, STORE_IN_SANDBOX),
+            BindMount(environment.view, VIEW_IN_SANDBOX),
+        ]
+
+    def _view(self, release: ReleaseSettings, holding: Holding, mapped: dict[str, str]) -> Path:
+        """A cached tree of symlinks: every file of the held packages, plus ``mapped``."""
+        nevras = sorted(holding.trees)
+        named = [f"{path} {link}" for path, link in mapped.items()]
+        key = hashlib.sha256("\n".join([release.id, *nevras, "", *named]).encode())
+        view = self._views / f"{release.id}-{key.hexdigest()[:32]}"
+        if view.is_dir():
+            os.utime(view)
+            return view
+        staging = self._views / f".{view.name}.{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            for nevra in nevras:
+                _link_tree(holding.trees[nevra], f"{STORE_IN_SANDBOX}/{nevra}", staging)
+            for path, link in mapped.items():
+                _link_mapped(staging, path, link)
+            os.chmod(staging, 0o755)
+            os.rename(staging, view)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            # Another worker made the same view first (a folder is renamed onto a
+            # non-empty one with ENOTEMPTY): use theirs.
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not view.is_dir():
+                raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return view
+
+    def _prune_views(self) -> None:
+        views = sorted(
+            (entry.stat().st_mtime, entry) for entry in self._views.iterdir() if entry.is_dir()
+        )
+        for _, old in views[:-_KEPT_VIEWS]:
+            # A view in use by a gdb run is kept by its mount; removing the name is safe
+            # only once nobody can be about to mount it: the oldest go first.
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_tree(tree: Path, target_root: str, view: Path) -> None:
+    """Mirror ``tree`` into ``view``: folders made, files linked to ``target_root``/...
+    (their path in the sandbox), the package's own symlinks copied (absolute ones
+    pointed into the view). A path another package already put there is kept."""
+    prefix = len(str(tree))
+    for folder, folders, names in os.walk(tree):
+        relative = folder[prefix:]
+        here = f"{view}{relative}"
+        for name in folders:
+            source = os.path.join(folder, name)
+            if os.path.islink(source):
+                names.append(name)  # os.walk lists a link to a folder as a folder
+                continue
+            with suppress(FileExistsError):
+                os.mkdir(os.path.join(here, name), 0o755)
+        folders[:] = [n for n in folders if not os.path.islink(os.path.join(folder, n))]
+        for name in names:
+            source = os.path.join(folder, name)
+            destination = os.path.join(here, name)
+            if os.path.islink(source):
+                link = os.readlink(source)
+                target = f"{VIEW_IN_SANDBOX}{link}" if link.startswith("/") else link
+            else:
+                target = f"{target_root}{relative}/{name}"
+            with suppress(FileExistsError):
+                os.symlink(target, destination)
+
+
+def _link_mapped(view: Path, path: str, link: str) -> None:
+    """Give the view a ``path`` no package put there: through ``link`` if a package
+    ships that, else the same path of the base image."""
+    destination = Path(f"{view}{path}")
+    if os.path.lexists(destination):
+        return
+    target = f"{VIEW_IN_SANDBOX}{link}" if os.path.lexists(f"{view}{link}") else path
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, destination)
+    except OSError:  # a package's own link or file is in the way: it wins
+        pass
 
 
 def _key_path(key: str) -> Path:

@@ -66,8 +66,10 @@ class RetraceResult:
     report: Report
     package_set: PackageSet
     modules: tuple[ResolvedModule, ...]
-    # The image gdb ran in, and whether it came from the cache (nothing was installed).
+    # The image gdb ran in, the view of the packages it saw, and whether all of them
+    # were in the store already (nothing was unpacked).
     environment_image: str
+    environment: str
     environment_cached: bool
     steps: tuple[StepTiming, ...] = field(default=())
 

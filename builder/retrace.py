@@ -21,9 +21,15 @@ from retracer.builder.debuginfod import (
     fetch_missing_debuginfo,
 )
 from retracer.builder.early import EarlyRun
-from retracer.builder.environment import CacheUsage, Environments, cache_usage
+from retracer.builder.environment import (
+    VIEW_IN_SANDBOX,
+    BaseImages,
+    Environment,
+    Environments,
+)
 from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.inspection import CORE_IN_SANDBOX, inspect_core
+from retracer.builder.layout import builder_dir
 from retracer.builder.model import (
     Module,
     ResolvedModule,
@@ -32,14 +38,16 @@ from retracer.builder.model import (
     Stage,
     StepTiming,
 )
+from retracer.builder.packages import PackageCheck, PackageStore, StoreUsage
 from retracer.builder.problem import Problem, read_problem
 from retracer.builder.report import Facts, build_report, split_output
-from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
+from retracer.builder.sandbox import BindMount, RunOutput, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.errors import PackageNotFound, SyncError
-from retracer.sync.index import RepositoryIndex
+from retracer.sync.index import RepositoryIndex, build_id_link
 from retracer.sync.model import Package, PackageSet
 from retracer.sync.settings import ReleaseSettings
+from retracer.sync.signatures import SignatureChecker
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,13 @@ class _Silent:
 class Analyzer:
     """Retraces crashes; keep one per worker process so repository indexes stay warm."""
 
+    @classmethod
+    def in_data_dir(
+        cls, settings: BuilderSettings, releases: Sequence[ReleaseSettings], data_dir: Path
+    ) -> Analyzer:
+        """The analyzer keeping its state in retracer's data folder."""
+        return cls(settings, releases, builder_dir(data_dir))
+
     def __init__(
         self,
         settings: BuilderSettings,
@@ -75,7 +90,20 @@ class Analyzer:
         self._scratch = state_dir / "tmp"
         self._indexes = {r.id: RepositoryIndex(r, state_dir / "index") for r in self.releases}
         self._driver: Path | None = None
-        self._images_dir = state_dir / "images"
+        self._store: PackageStore | None = None
+        self._checkers: dict[str, SignatureChecker] = {}
+
+    @property
+    def store(self) -> PackageStore:
+        """The store of unpacked packages, opened on first use (not in the constructor:
+        a server process that never retraces needs none)."""
+        if self._store is None:
+            self._store = PackageStore(
+                self.state_dir / "store",
+                self.settings.package_store_max_mib << 20,
+                workers=self.settings.unpack_workers,
+            )
+        return self._store
 
     def index(self, release: ReleaseSettings) -> RepositoryIndex:
         return self._indexes[release.id]
@@ -105,47 +133,67 @@ class Analyzer:
             problem = read_problem(problem_dir, self.releases)
         run.log(f"release {problem.release.id}, executable {problem.executable}")
         with Sandbox(self.settings) as sandbox:
-            environments = Environments(sandbox, self.settings, self._images_dir)
+            base_images = BaseImages(sandbox, self.settings, self.state_dir)
+            environments = Environments(base_images, self.store, self.state_dir)
             with run.step("preparing the base image"):
-                base = environments.base_image(problem.release)
+                base = base_images.base_image(problem.release)
             with (
                 _readable_core(problem.core, self._scratch) as core,
-                self._early_gdb(sandbox, environments, problem, core, marker, run) as early,
+                self._early_gdb(environments, sandbox, problem, core, marker, run) as early,
             ):
                 with run.step("inspecting the core"):
                     modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
                 run.log(f"{len(modules)} modules with build-ids mapped")
                 with run.step("resolving packages"):
                     crashed, resolved = self._resolve(problem, modules)
+                    packages = _packages(crashed, resolved)
+                    index = self.index(problem.release)
+                    packages += sorted(index.debug_companions(packages))
+                    files = index.package_files(packages)
+                for package in packages:
+                    if package not in files:
+                        raise PackageNotFound(package.nevra, problem.release.id)
                 fetched = fetch_missing_debuginfo(
                     self.settings, self._debuginfod_cache, resolved, run
                 )
                 for line in _missing_lines(resolved, fetched):
                     run.log(line)
-                package_set = PackageSet(
-                    problem.release.release, tuple(_packages(crashed, resolved))
-                )
+                package_set = PackageSet(problem.release.release, tuple(packages))
                 run.stage(Stage.PREPARING)
                 if early is not None and any(f.fresh for f in fetched.values()):
                     early.discard()  # it started before this debuginfo was there
                     early = None
-                if early is not None and early.spec.image != environments.image_name(package_set):
-                    early.discard()  # before an install needs the machine
+                if early is not None and early.nevras != {p.nevra for p in packages}:
+                    # Stopped before the unpacks, so that it takes no CPU from them.
+                    early.discard()
                     run.log("this crash needs another environment; the early gdb run was stopped")
                     early = None
-                with run.step("preparing the environment"):
-                    environment = environments.for_packages(package_set, problem.release)
-                if environment.cached:
-                    run.log(f"environment {environment.image} reused from the cache")
-                else:
-                    run.log(f"installed with dnf: {' '.join(environment.installed_by_dnf)}")
-                run.stage(Stage.GENERATING)
-                with run.step("running gdb"):
-                    output = early.take() if early is not None else None
-                    if output is None:
-                        spec = self._gdb_spec(environment.image, core, problem, marker)
-                        output = sandbox.run(spec)
-                environments.remember_for(problem.program, environment.image)
+                with run.step("unpacking packages"):
+                    holding = self.store.hold(files, self._check(problem.release))
+                with holding:
+                    with run.step("composing the environment"):
+                        environment = environments.compose(
+                            problem.release, holding, _from_base(problem.executable, modules)
+                        )
+                    if holding.unpacked:
+                        run.log(f"unpacked into the store: {' '.join(map(str, holding.unpacked))}")
+                    else:
+                        run.log(f"environment {environment.name} reused from the store")
+                    if early is not None and early.environment != environment.name:
+                        early.discard()
+                        run.log(
+                            "this crash needs another environment; the early gdb run was stopped"
+                        )
+                        early = None
+                    run.stage(Stage.GENERATING)
+                    with run.step("running gdb"):
+                        output = early.take() if early is not None else None
+                        if output is None:
+                            spec = self._gdb_spec(environments, environment, core, problem, marker)
+                            output = sandbox.run(spec)
+                    environments.remember_for(problem.program, problem.release, environment)
+                with run.step("evicting packages"):
+                    self.store.evict()
             run.stage(Stage.CLEANING)
         try:
             text, data = split_output(output.stdout, marker)
@@ -176,6 +224,7 @@ class Analyzer:
             package_set=package_set,
             modules=resolved,
             environment_image=environment.image,
+            environment=environment.name,
             environment_cached=environment.cached,
             steps=tuple(run.timings),
         )
@@ -183,22 +232,37 @@ class Analyzer:
     @contextmanager
     def _early_gdb(
         self,
-        sandbox: Sandbox,
         environments: Environments,
+        sandbox: Sandbox,
         problem: Problem,
         core: Path,
         marker: str,
         run: _Run,
-    ) -> Iterator[EarlyRun | None]:
+    ) -> Iterator[_EarlyGdb | None]:
         """gdb already running in the environment the last crash of this program
         needed, while the core is inspected; None when there is no such environment."""
-        image = environments.last_used_for(problem.program)
-        if image is None:
+        environment = environments.last_used_for(problem.program, problem.release)
+        if environment is None:
             yield None
             return
-        with EarlyRun(sandbox, self._gdb_spec(image, core, problem, marker)) as early:
-            run.log(f"gdb started early in {image}, which the last crash of this program needed")
-            yield early
+        spec = self._gdb_spec(environments, environment, core, problem, marker)
+        try:
+            with EarlyRun(sandbox, spec) as early:
+                run.log(
+                    f"gdb started early in environment {environment.name},"
+                    " which the last crash of this program needed"
+                )
+                yield _EarlyGdb(early, environment.name, set(environment.holding.trees))
+        finally:
+            environment.close()
+
+    def _check(self, release: ReleaseSettings) -> PackageCheck | None:
+        """The signature check of the release's packages, if it has keys."""
+        if not release.signing_keys:
+            return None
+        if release.id not in self._checkers:
+            self._checkers[release.id] = SignatureChecker(release.signing_keys)
+        return self._checkers[release.id].check
 
     @property
     def _debuginfod_cache(self) -> Path:
@@ -229,17 +293,24 @@ class Analyzer:
             )
         return crashed, resolved
 
-    def environment_cache(self) -> CacheUsage:
-        """How many environment images are cached and their size, for the operator."""
-        return cache_usage(self._images_dir)
+    def base_image(self, release: ReleaseSettings) -> str:
+        """The release's base image, built first if needed (tools and tests)."""
+        with Sandbox(self.settings) as sandbox:
+            return BaseImages(sandbox, self.settings, self.state_dir).base_image(release)
+
+    def environment_cache(self) -> StoreUsage:
+        """How many packages the store holds and their size, for the operator."""
+        return self.store.usage()
 
     def clean_up(self) -> None:
         """Remove what killed workers left: overdue containers and stale scratch files."""
         with Sandbox(self.settings) as sandbox:
             for name in sandbox.remove_overdue_containers():
                 log.warning("removed container %s, left behind by a dead worker", name)
+        for name in self.store.clean_up():
+            log.warning("removed %s, left in the store's staging area by a dead worker", name)
         cutoff = time.time() - self.settings.limits.install_timeout_seconds * 2
-        for scratch in (self._scratch, self.state_dir / "images" / "tmp"):
+        for scratch in (self._scratch,):
             for entry in scratch.glob("*") if scratch.is_dir() else ():
                 if entry.lstat().st_mtime >= cutoff:
                     continue
@@ -270,12 +341,19 @@ class Analyzer:
             self._driver = folder
         return self._driver
 
-    def _gdb_spec(self, image: str, core: Path, problem: Problem, marker: str) -> RunSpec:
+    def _gdb_spec(
+        self,
+        environments: Environments,
+        environment: Environment,
+        core: Path,
+        problem: Problem,
+        marker: str,
+    ) -> RunSpec:
         driver = self._gdb_driver()
         limits = self.settings.limits
         cache = debuginfod_cache_mount(self.settings, self._debuginfod_cache)
         return RunSpec(
-            image=image,
+            image=environment.image,
             # auto-load off before anything is loaded: packages' scripts never run.
             command=[
                 "gdb",
@@ -292,11 +370,13 @@ class Analyzer:
             mounts=[
                 BindMount(core, CORE_IN_SANDBOX),
                 BindMount(driver, DRIVER_DIR_IN_SANDBOX),
+                *environments.gdb_mounts(environment),
                 *cache.mounts,
             ],
             environment={
                 "RETRACER_CORE": CORE_IN_SANDBOX,
                 "RETRACER_EXECUTABLE": problem.executable,
+                "RETRACER_SYSROOT": VIEW_IN_SANDBOX,
                 "RETRACER_MARKER": marker,
                 "RETRACER_TEXT_CAP": str(limits.gdb_text_max_mib << 20),
                 "HOME": "/tmp",
@@ -304,6 +384,21 @@ class Analyzer:
             # The text is capped by the driver; the JSON gets as much again.
             max_stdout_bytes=limits.gdb_text_max_mib << 21,
         )
+
+
+class _EarlyGdb:
+    """An early gdb run and the environment it runs in."""
+
+    def __init__(self, run: EarlyRun, environment: str, nevras: set[str]) -> None:
+        self.run = run
+        self.environment = environment
+        self.nevras = nevras
+
+    def take(self) -> RunOutput | None:
+        return self.run.take()
+
+    def discard(self) -> None:
+        self.run.discard()
 
 
 class _Run:
@@ -330,6 +425,15 @@ class _Run:
             seconds = time.monotonic() - started
             self.timings.append(StepTiming(name, seconds))
             self.log(f"{name}: {seconds:.2f} s")
+
+
+def _from_base(executable: str, modules: Sequence[Module]) -> dict[str, str]:
+    """Where the view finds each mapped file no package of the crash ships by that
+    path: through the build-id link a package ships (a library mapped as /lib64/x
+    and packaged as /usr/lib64/x), else the same path in the base image."""
+    paths = {m.path: build_id_link(m.build_id, "binary") for m in modules}
+    paths.setdefault(executable, executable)
+    return paths
 
 
 def _packages(crashed: Package, resolved: Sequence[ResolvedModule]) -> list[Package]:

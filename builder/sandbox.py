@@ -123,28 +123,10 @@ class Sandbox:
         with self._translated("looking up an image"):
             return bool(self.client.images.exists(reference))
 
-    def image_size(self, reference: str) -> int:
-        with self._translated("measuring an image"):
-            return int(self.client.images.get(reference).attrs.get("Size", 0))
-
     def remove_image(self, reference: str) -> None:
         """Remove an image, and any container of it (tests and tools)."""
         with self._translated("removing an image"), suppress(ImageNotFound):
             self.client.images.remove(reference, force=True)
-
-    def remove_unused_image(self, reference: str) -> bool:
-        """Remove an image unless a container (another worker's gdb run, say) uses it;
-        False when it is in use and was kept."""
-        with self._translated("removing an image"):
-            try:
-                self.client.images.remove(reference, force=False)
-            except ImageNotFound:
-                return True
-            except APIError as error:
-                if error.status_code == HTTPStatus.CONFLICT:  # "image is in use"
-                    return False
-                raise
-        return True
 
     def pull(self, reference: str) -> None:
         with self._translated(f"pulling {reference}"):
@@ -212,7 +194,10 @@ class Sandbox:
             try:
                 self.client.containers.get(name).kill()
             except APIError as error:
-                if error.status_code != HTTPStatus.CONFLICT:  # "not running" is a conflict
+                # "Not running" is a conflict; podman 4.3 answers a container that has
+                # just exited with a 500 saying "container state improper".
+                ended = "container state improper" in str(error.explanation or "")
+                if error.status_code != HTTPStatus.CONFLICT and not ended:
                     raise
 
     def images(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Settings of the analyzer: the podman service, sandbox limits and the image cache."""
+"""Settings of the analyzer: the podman service, sandbox limits and the package store."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ class BuilderSettings:
     # Prefix of every image and container retracer creates, so it can find (and clean) its own.
     name_prefix: str = "retracer"
     limits: SandboxLimits = SandboxLimits()
-    # Least recently used environments are evicted above this total size.
-    image_cache_max_mib: int = 20480
+    # Least recently used packages are evicted from the store above this total size.
+    package_store_max_mib: int = 20480
+    # Packages of one crash unpacked at the same time.
+    unpack_workers: int = 4
     # debuginfod servers asked, in order, for the debuginfo of modules the local
     # repository has none for (empty: none are asked). The worker host fetches; gdb
     # stays offline. Each request has this deadline and size cap.

@@ -8,6 +8,12 @@ exploitable rating (see :mod:`retracer.images.exploitable`, which gdb loads from
 beside this file). It uses only gdb and the standard library: it runs in the
 release's own gdb.
 
+With ``RETRACER_SYSROOT`` (the view of the crash's packages, see
+``builder/environment.py``), gdb reads every file through that folder: the sysroot
+for the executable and the libraries, its ``usr/lib/debug`` for debug data. The
+folder's name is taken out of what is printed, so the output names the files as
+the crashed machine did.
+
 The marker is random per run (``RETRACER_MARKER``), so no core can forge it; the
 text has its control characters escaped and is cut at ``RETRACER_TEXT_CAP`` bytes.
 """
@@ -48,7 +54,12 @@ def execute(command: str) -> str:
         return f"({command}: {error})\n"
 
 
-def setup() -> None:
+def unrooted(text: str, sysroot: str) -> str:
+    """``text`` with the sysroot's prefix taken off every path."""
+    return text.replace(f"{sysroot}/", "/") if sysroot else text
+
+
+def setup(sysroot: str) -> None:
     for setting in (
         "pagination off",
         "width 0",
@@ -60,11 +71,20 @@ def setup() -> None:
         "auto-load off",  # scripts shipped by packages never run (also set by -iex)
     ):
         execute(f"set {setting}")
+    if sysroot:
+        execute(f"set sysroot {sysroot}")
+        # First the crash's debug data, then whatever was set before (the base image's,
+        # a debuginfod cache).
+        before = str(gdb.parameter("debug-file-directory") or "")
+        execute(f"set debug-file-directory {sysroot}/usr/lib/debug:{before}".rstrip(":"))
+        # The crash's libthread_db, beside its libc, before the base image's.
+        libdirs = ":".join(f"{sysroot}{d}" for d in ("/usr/lib64", "/usr/lib", "/lib64", "/lib"))
+        execute(f"set libthread-db-search-path $pdir:{libdirs}:$sdir")
 
 
-def load(executable: str, core: str) -> None:
-    if executable and os.path.isfile(executable):
-        gdb.execute(f"file {executable}", to_string=True)
+def load(executable: str, core: str, sysroot: str) -> None:
+    if executable and os.path.isfile(f"{sysroot}{executable}"):
+        gdb.execute(f"file {sysroot}{executable}", to_string=True)
     gdb.execute(f"core-file {core}", to_string=True)
 
 
@@ -124,9 +144,13 @@ def describe_frame(level: int, frame: gdb.Frame) -> dict[str, object]:
         "pc": pc,
         "file": sal.symtab.filename if sal.symtab else None,
         "line": sal.line or None,
-        "library": gdb.solib_name(pc),
+        "library": unrooted_path(gdb.solib_name(pc)),
         "locals": frame_locals(frame),
     }
+
+
+def unrooted_path(path: str | None) -> str | None:
+    return unrooted(path, os.environ.get("RETRACER_SYSROOT", "")) if path else path
 
 
 def describe_thread(thread: gdb.InferiorThread, crashed_num: int) -> dict[str, object]:
@@ -170,8 +194,9 @@ def disassembly() -> str:
 def main() -> None:
     marker = os.environ["RETRACER_MARKER"]
     text_cap = int(os.environ.get("RETRACER_TEXT_CAP", str(16 << 20)))
-    setup()
-    load(os.environ.get("RETRACER_EXECUTABLE", ""), os.environ["RETRACER_CORE"])
+    sysroot = os.environ.get("RETRACER_SYSROOT", "")
+    setup(sysroot)
+    load(os.environ.get("RETRACER_EXECUTABLE", ""), os.environ["RETRACER_CORE"], sysroot)
     crashed = gdb.selected_thread()
     crashed_num = crashed.num if crashed is not None else 1
     info = signal_info()
@@ -203,7 +228,7 @@ def main() -> None:
         sections.append(
             "Uncaught C++ exception thrown in {function} at {file}:{line}\n".format(**thrown)
         )
-    print(capped(escape_controls("\n".join(sections)), text_cap), end="")
+    print(capped(escape_controls(unrooted("\n".join(sections), sysroot)), text_cap), end="")
     print(marker)
     print(
         json.dumps(

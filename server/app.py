@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from retracer.builder.layout import repository_index_dir
 from retracer.server import api, errors, metrics, web
 from retracer.server.config import Config
 from retracer.server.debuginfod import views as debuginfod
@@ -29,7 +30,7 @@ def create_app(config: Config) -> Flask:
         store=store,
         spool=spool,
         queue=JobQueue(config.queue, config.data_dir),
-        catalog=PackageCatalog(config.releases, config.data_dir / "builder" / "index"),
+        catalog=PackageCatalog(config.releases, repository_index_dir(config.data_dir)),
         metrics=metrics.init_app(app, store, config.server),
         offload=in_threadpool,
     )

@@ -290,7 +290,7 @@ class Worker:
             task_id,
             "record the cache size",
             store.record_environment_cache,
-            usage.images,
+            usage.packages,
             usage.bytes,
         )
         try:
@@ -327,11 +327,7 @@ class Worker:
     def _get_analyzer(self) -> Analyzer:
         if self._analyzer is None:
             config = self._config
-            self._analyzer = Analyzer(
-                settings=config.builder,
-                releases=config.releases,
-                state_dir=config.data_dir / "builder",
-            )
+            self._analyzer = Analyzer.in_data_dir(config.builder, config.releases, config.data_dir)
         return self._analyzer
 
 

@@ -34,6 +34,20 @@ class SyncError(Exception):
         super().__init__(reason)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take other arguments than ``args``: rebuild from the fields, so
+        # an error crosses a process boundary (the bootstrap's child) with its type.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[SyncError], args: tuple[object, ...], fields: dict[str, object]
+) -> SyncError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
+
 
 class UnknownRelease(SyncError):
     def __init__(self, release_id: str, supported: Iterable[str]) -> None:

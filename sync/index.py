@@ -199,6 +199,57 @@ class RepositoryIndex:
             ).fetchone()
         return PackageFile(Package(*row[:5]), Path(row[5])) if row else None
 
+    def package_files(self, packages: Iterable[Package]) -> dict[Package, Path]:
+        """Where each of ``packages`` lies in the local repositories (missing ones left out).
+
+        Raises:
+            RepositoryUnavailable: the repository metadata cannot be read.
+        """
+        found: dict[Package, Path] = {}
+        with self._connect() as db:
+            for package in packages:
+                row = db.execute(
+                    "SELECT location FROM package WHERE name = ? AND epoch = ? AND version = ?"
+                    " AND release = ? AND arch = ? AND location != '' ORDER BY id LIMIT 1",
+                    (package.name, package.epoch, package.version, package.release, package.arch),
+                ).fetchone()
+                if row:
+                    found[package] = Path(row[0])
+        return found
+
+    def debug_companions(self, packages: Iterable[Package]) -> set[Package]:
+        """The packages gdb needs beside these debuginfo packages: the ``-debugsource``
+        and the main ``-debuginfo`` (which carries the dwz multifile under
+        ``/usr/lib/debug/.dwz``) built from the same source RPM, for the same arch.
+
+        Fedora's sub-packages' ``-debuginfo`` name them as dependencies; they are read
+        here from the index, so no dependency solver runs while a crash waits.
+
+        Raises:
+            RepositoryUnavailable: the repository metadata cannot be read.
+        """
+        found: set[Package] = set()
+        with self._connect() as db:
+            for package in packages:
+                if not package.name.endswith("-debuginfo"):
+                    continue
+                rows = db.execute(
+                    "SELECT c.name, c.epoch, c.version, c.release, c.arch, c.sourcerpm"
+                    " FROM package p JOIN package c"
+                    " ON c.sourcerpm = p.sourcerpm AND c.arch = p.arch"
+                    " AND c.epoch = p.epoch AND c.version = p.version AND c.release = p.release"
+                    " WHERE p.name = ? AND p.epoch = ? AND p.version = ? AND p.release = ?"
+                    " AND p.arch = ? AND p.sourcerpm != ''"
+                    " AND (c.name LIKE '%-debugsource' OR c.name LIKE '%-debuginfo')",
+                    (package.name, package.epoch, package.version, package.release, package.arch),
+                )
+                for *nevra, sourcerpm in rows:
+                    companion = Package(*nevra)
+                    source_name = _source_name(sourcerpm)
+                    if companion.name in (f"{source_name}-debugsource", f"{source_name}-debuginfo"):
+                        found.add(companion)
+        return found - set(packages)
+
     def revision(self) -> str:
         """Names the repositories' current metadata: it changes with any package change.
 
@@ -359,6 +410,12 @@ class _RepositoryMetadata:
     repository: Path
     primary: MetadataFile
     filelists: MetadataFile
+
+
+def _source_name(sourcerpm: str) -> str:
+    """``foo`` of ``foo-1.0-1.src.rpm``."""
+    found = _NVR.match(sourcerpm.removesuffix(".rpm").rsplit(".", 1)[0])
+    return found["name"] if found else ""
 
 
 def _revision(prefix: str, metadata: list[_RepositoryMetadata]) -> str:

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from retracer.builder.layout import repository_index_dir
 from retracer.server import errors
 from retracer.server.config import Config
 from retracer.server.debuginfod.artifacts import (
@@ -81,7 +82,7 @@ def init_app(app: Flask, config: Config, registry: CollectorRegistry) -> Debugin
     metrics = DebuginfodMetrics(registry)
     cache = ArtifactCache(
         config.releases,
-        index_dir=config.data_dir / "builder" / "index",
+        index_dir=repository_index_dir(config.data_dir),
         cache_dir=config.data_dir / "debuginfod",
         max_bytes=config.debuginfod.cache_max_mib << 20,
         on_unpack=lambda _artifact: metrics.misses.inc(),

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from retracer.builder.environment import Environments
+from retracer.builder.environment import BaseImages
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import RunSpec, Sandbox
 from retracer.server.config import Config, config_from_mapping
@@ -84,7 +84,7 @@ def test_environment_dnf_installs_i686_where_the_repository_has_both_arches(
     repository = two_arch_repository(tmp_path, "gdb")
     bootstrap = config_from_mapping({"releases": [testos_i386.release_config()]}, tmp_path)
     with Sandbox(analyzer.settings) as sandbox:
-        environments = Environments(sandbox, analyzer.settings, analyzer.state_dir / "images")
+        environments = BaseImages(sandbox, analyzer.settings, analyzer.state_dir)
         bootstrapped = environments.base_image(bootstrap.releases[0])
         release = ReleaseSettings(
             id="testos-1-i386",

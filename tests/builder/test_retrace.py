@@ -1,16 +1,15 @@
-"""Real retraces of the testos crashes: real podman, real dnf, real gdb."""
+"""Real retraces of the testos crashes: real podman, real rpm, real gdb."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from retracer.builder.environment import Environments
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
-from retracer.builder.sandbox import Sandbox
 from tests.builder.conftest import RecordingObserver
 from tests.testos import Testos
 
@@ -115,28 +114,29 @@ def test_missing_debuginfo_is_reported_and_the_rest_is_full(
     assert quiet_frames and all(f["file"] is None for f in quiet_frames)
 
 
-def test_second_retrace_of_the_same_package_set_reuses_the_environment(
-    analyzer: Analyzer, testos: Testos, retraced: Retraced
+def test_second_retrace_of_the_same_package_set_reuses_the_store(
+    analyzer: Analyzer, testos: Testos, tmp_path: Path
 ) -> None:
-    first_run = retraced("crasher")
-    with Sandbox(analyzer.settings) as sandbox:
-        sandbox.remove_image(first_run.environment_image)
+    analyzer = fresh_analyzer(analyzer, tmp_path)
     observer = RecordingObserver()
     first = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
     assert not first.environment_cached
-    assert any(line.startswith("installed with dnf:") for line in observer.lines)
+    (unpacked,) = [line for line in observer.lines if line.startswith("unpacked into the store:")]
+    assert "libcrash-debuginfo-2.0-1.x86_64" in unpacked.split()
 
     observer = RecordingObserver()
     second = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
     assert second.environment_cached
-    assert not any(line.startswith("installed with dnf:") for line in observer.lines)
-    assert any("reused from the cache" in line for line in observer.lines)
+    assert not any(line.startswith("unpacked into the store:") for line in observer.lines)
+    assert f"environment {second.environment} reused from the store" in observer.lines
+    assert second.environment == first.environment
     assert second.backtrace == first.backtrace
     assert observer.stages == [Stage.ANALYZING, Stage.PREPARING, Stage.GENERATING, Stage.CLEANING]
 
 
 def fresh_analyzer(analyzer: Analyzer, tmp_path: Path) -> Analyzer:
-    """An analyzer with no memory of earlier crashes (the images stay cached)."""
+    """An analyzer with no memory of earlier crashes and an empty store (the base
+    image stays cached)."""
     return Analyzer(analyzer.settings, analyzer.releases, tmp_path / "state")
 
 
@@ -151,8 +151,8 @@ def test_a_repeated_crash_runs_gdb_while_its_core_is_inspected(
 
     observer = RecordingObserver()
     second = analyzer.retrace(crash.problem_dir, observer)
-    assert f"gdb started early in {first.environment_image}, which the last crash of this" \
-        " program needed" in observer.lines  # fmt: skip
+    assert f"gdb started early in environment {first.environment}, which the last crash" \
+        " of this program needed" in observer.lines  # fmt: skip
     assert not any("stopped" in line for line in observer.lines)
     assert second.backtrace == first.backtrace
     assert crash.crash_function in second.backtrace
@@ -167,15 +167,38 @@ def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(
     crash = testos.crashes["crasher"]
     # As if crasher's last crash had needed threadcrash's environment.
     program = read_problem(crash.problem_dir, analyzer.releases).program
-    with Sandbox(analyzer.settings) as sandbox:
-        environments = Environments(sandbox, analyzer.settings, tmp_path / "state" / "images")
-        environments.remember_for(program, other.environment_image)
+    last = analyzer.store.index.last_set(
+        read_problem(testos.crashes["threadcrash"].problem_dir, analyzer.releases).program
+    )
+    assert last is not None
+    analyzer.store.index.remember_set(program, last)
 
     observer = RecordingObserver()
     result = analyzer.retrace(crash.problem_dir, observer)
-    assert f"gdb started early in {other.environment_image}, which the last crash of this" \
-        " program needed" in observer.lines  # fmt: skip
+    assert f"gdb started early in environment {other.environment}, which the last crash" \
+        " of this program needed" in observer.lines  # fmt: skip
     assert "this crash needs another environment; the early gdb run was stopped" in observer.lines
-    assert result.environment_image != other.environment_image
+    assert result.environment != other.environment
     assert crash.crash_function in result.backtrace
     assert testos.crashes["threadcrash"].crash_function not in result.backtrace
+
+
+def test_concurrent_retraces_share_one_unpack_of_each_package(
+    analyzer: Analyzer, testos: Testos, tmp_path: Path
+) -> None:
+    # Two workers (an analyzer each) over one data folder, on the same crash at once.
+    workers = [fresh_analyzer(analyzer, tmp_path) for _ in range(2)]
+    observers = [RecordingObserver() for _ in workers]
+    crash = testos.crashes["crasher"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda w, o: w.retrace(crash.problem_dir, o), workers, observers))
+    unpacked = [
+        nevra
+        for observer in observers
+        for line in observer.lines
+        if line.startswith("unpacked into the store:")
+        for nevra in line.split(":", 1)[1].split()
+    ]
+    assert sorted(unpacked) == sorted(p.nevra for p in results[0].package_set.packages)
+    assert results[0].backtrace == results[1].backtrace
+    assert crash.crash_function in results[0].backtrace

@@ -26,13 +26,9 @@ from tests.testos import Testos
 def base_image(
     request: pytest.FixtureRequest, analyzer: Analyzer, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
-    from retracer.builder.environment import Environments
-
     release_config = request.getfixturevalue(request.param).release_config()
     config = config_from_mapping({"releases": [release_config]}, tmp_path_factory.mktemp("base"))
-    with Sandbox(analyzer.settings) as sandbox:
-        environments = Environments(sandbox, analyzer.settings, analyzer.state_dir / "images")
-        return environments.base_image(config.releases[0])
+    return analyzer.base_image(config.releases[0])
 
 
 FORK_MANY = """

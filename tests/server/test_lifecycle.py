@@ -309,7 +309,7 @@ def test_a_podman_service_killed_mid_retrace_ends_the_task_with_a_reason(
     data = lifecycle_settings(tmp_path, testos, podman.url)
     # A prefix no image has: the retrace must build the base image, under its lock.
     data["builder"]["name_prefix"] = f"retracer-t{os.getpid()}"
-    locks = tmp_path / "data" / "builder" / "images" / "locks"
+    locks = tmp_path / "data" / "builder" / "locks"
     locks.mkdir(parents=True)
     lock_file = locks / f"base-{testos.release_id}.lock"
     with open(lock_file, "w") as lock:
@@ -433,7 +433,7 @@ def test_a_sync_republishing_the_repository_during_a_retrace(
         # A prefix no image has: the retrace builds its base image (the host-side
         # bootstrap reads the repository), after a lock the test holds.
         data["builder"]["name_prefix"] = prefix
-        locks = tmp_path / "data" / "builder" / "images" / "locks"
+        locks = tmp_path / "data" / "builder" / "locks"
         locks.mkdir(parents=True)
         serve = serve_process(data)
         with open(locks / f"base-{testos.release_id}.lock", "w") as lock:

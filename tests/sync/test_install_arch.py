@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retracer.sync.metadata import install_into_root
+from retracer.sync.bootstrap import install_into_root
 from tests.sync.two_arch import two_arch_repository
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from retracer.server.config import config_from_mapping
 from retracer.server.errors import ConfigError
+from retracer.sync.bootstrap import install_into_root
 from retracer.sync.errors import SignatureRejected
-from retracer.sync.metadata import install_into_root
 from retracer.sync.mirror import sync_release
 from retracer.sync.repodata import publish, write_metadata
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream

@@ -1,18 +1,23 @@
-"""Installing from a release's local repositories on the host, with python3-dnf.
+"""Bootstrapping a release's base system into an empty root on the host, with python3-dnf.
 
 This is the only module that imports ``dnf``. It bootstraps a release's base image:
 dnf resolves a package list's dependencies against the local repositories and
 installs the result into an empty root. It runs as root on the host, so no package
 scriptlet or trigger runs (a compromised mirror would get the host), and with the
 release's signing keys every package's signature is checked before anything is
-installed. (Build-id lookups use the index in
-:mod:`retracer.sync.index`; installs into retrace environments run the
-environment's own dnf, in the sandbox.)
+installed. rpm chroots the whole calling process while it installs, so a long-lived
+process (a worker) calls :func:`install_into_root_in_child`, which runs the install
+in a child process of its own. (Build-id lookups and the debuginfo closure use the
+index in :mod:`retracer.sync.index`; retrace environments are composed from the
+package store, with no install.)
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +26,7 @@ import dnf
 import dnf.exceptions
 import dnf.package
 
-from retracer.sync.errors import RepositoryUnavailable, SignatureRejected
+from retracer.sync.errors import RepositoryUnavailable, SignatureRejected, SyncError
 from retracer.sync.model import Package
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,42 @@ def install_into_root(
             return sorted(installed)
         finally:
             base.close()
+
+
+def install_into_root_in_child(
+    repositories: Sequence[Path],
+    packages: Sequence[str],
+    root: Path,
+    releasever: str,
+    arch: str | None = None,
+    keys: Sequence[str] = (),
+) -> list[Package]:
+    """:func:`install_into_root` in a child process of its own (``python -m`` this
+    module), so the caller's root, which rpm changes with chroot during the
+    transaction, never moves. Same results and errors."""
+    request = pickle.dumps((list(repositories), list(packages), root, releasever, arch, keys))
+    child = subprocess.run(
+        [sys.executable, "-m", __name__], input=request, capture_output=True, check=False
+    )
+    if child.returncode != 0 or not child.stdout:
+        said = child.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        why = said[0] if said else f"exit code {child.returncode}"
+        raise RepositoryUnavailable(", ".join(map(str, repositories)), f"the install died: {why}")
+    # Our own child's answer, over a pipe: the installed packages or the error raised.
+    outcome = pickle.loads(child.stdout)
+    if isinstance(outcome, SyncError):
+        raise outcome
+    return list(outcome)
+
+
+def _serve_child() -> None:
+    """The child's side of :func:`install_into_root_in_child`."""
+    arguments = pickle.loads(sys.stdin.buffer.read())
+    try:
+        outcome: object = install_into_root(*arguments)
+    except SyncError as error:
+        outcome = error
+    sys.stdout.buffer.write(pickle.dumps(outcome))
 
 
 def _check_signature(base: dnf.Base, package: dnf.package.Package) -> None:
@@ -150,3 +191,7 @@ def _load_base(
         base.close()
         raise
     return base
+
+
+if __name__ == "__main__":
+    _serve_child()
