@@ -1,4 +1,4 @@
-"""The wire contract of PROTOCOL.md, over real HTTP against gevent's WSGIServer."""
+"""The wire contract of the ABRT retrace protocol, over real HTTP against gevent's WSGIServer."""
 
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ def test_metrics_count_uploads(served: Served) -> None:
     assert "retracer_queue_length 1.0" in text
 
 
-# /create's refusals, in PROTOCOL.md's order: 503, 405, 415, 411, 413, 507.
+# /create's refusals, in the original retrace server's order: 503, 405, 415, 411, 413, 507.
 
 
 def test_full_server_answers_503_even_before_the_method(
