@@ -47,14 +47,14 @@ print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1], "deco
 """
 LIMITED = """
 import re, sys
-from retracer.server.archive import open_tar
-from retracer.server.errors import ServerError
+from retracer.builder.archive import open_tar
+from retracer.builder.errors import BuilderError
 with open(sys.argv[1], "rb") as raw:
     try:
         stream = open_tar(raw, 1 << 40, 1 << 20, 80)
         stream.drain()
         said = "decoded"
-    except ServerError as error:
+    except BuilderError as error:
         said = error.reason
 print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1], said)
 """
