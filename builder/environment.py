@@ -212,8 +212,8 @@ class Environments:
                 release.repositories,
                 packages,
                 root,
-                release.release.version,
-                arch=release.release.package_arch,
+                release.parsed_id.version,
+                arch=release.parsed_id.package_arch,
                 keys=release.signing_keys,
             )
             self.sandbox.import_rootfs(root, image)
@@ -242,9 +242,9 @@ class Environments:
         dnf = [
             "dnf", "install", "--assumeyes", *gpg, "--quiet",
             "--setopt=reposdir=/dev/null", "--setopt=install_weak_deps=False",
-            f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.release.version}",
+            f"--setopt=cachedir={DNF_CACHE_MOUNT}", f"--releasever={release.parsed_id.version}",
             # An i386 release's image runs on an x86_64 kernel, where dnf would guess x86_64.
-            f"--forcearch={release.release.package_arch}", "--disablerepo=*",
+            f"--forcearch={release.parsed_id.package_arch}", "--disablerepo=*",
         ]  # fmt: skip
         for mount in mounts:
             name = f"retracer{Path(mount.target).name}"

@@ -74,14 +74,14 @@ def read_problem(directory: Path, releases: Sequence[ReleaseSettings]) -> Proble
 def _match_release(
     os_release: str, os_info: dict[str, str], arch: str, releases: Sequence[ReleaseSettings]
 ) -> ReleaseSettings:
-    candidates = [r for r in releases if r.release.arch == arch]
+    candidates = [r for r in releases if r.parsed_id.arch == arch]
     for release in candidates:
         if release.os_release and release.os_release == os_release:
             return release
     for name, version in _name_and_version(os_release, os_info):
         for release in candidates:
-            if (release.os_id or release.release.distro) == name and (
-                release.version_id or release.release.version
+            if (release.os_id or release.parsed_id.distro) == name and (
+                release.version_id or release.parsed_id.version
             ) == version:
                 return release
     claimed = next(iter(_name_and_version(os_release, os_info)), None)

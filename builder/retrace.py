@@ -123,7 +123,7 @@ class Analyzer:
                 for line in _missing_lines(resolved, fetched):
                     run.log(line)
                 package_set = PackageSet(
-                    problem.release.release, tuple(_packages(crashed, resolved))
+                    problem.release.parsed_id, tuple(_packages(crashed, resolved))
                 )
                 run.stage(Stage.PREPARING)
                 if early is not None and any(f.fresh for f in fetched.values()):

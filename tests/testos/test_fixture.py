@@ -160,7 +160,8 @@ def test_release_config_is_accepted_by_retracer(testos: Testos, tmp_path: Path) 
 
     config = config_from_mapping({"releases": [testos.release_config()]}, tmp_path)
 
-    release = config.release("testos-1-x86_64")
+    (release,) = config.releases
+    assert release.id == "testos-1-x86_64"
     assert release.repositories == (testos.repo,)
     assert release.bootstrap is not None
     assert release.bootstrap.packages == BOOTSTRAP_PACKAGES
