@@ -14,14 +14,8 @@ from retracer.server.auth import digest
 from retracer.server.config import Config
 from retracer.server.tasks import TaskStore
 from tests.server.archives import abrt_archive
-from tests.server.conftest import upload
+from tests.server.client import create_task, upload
 from tests.server.live import Served
-
-
-def create_task(url: str) -> tuple[str, str]:
-    response = upload(url, abrt_archive())
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
 
 
 def raw_request(url: str, method: str, path: str, body: bytes | None = None,

@@ -14,9 +14,7 @@ import requests
 
 from retracer.server.submit import SubmitError, pack_problem_dir
 from tests.server.archives import PROBLEM
-from tests.server.conftest import settings_mapping
-from tests.server.live import Served
-from tests.server.test_worker import ServeFactory
+from tests.server.live import Served, ServeFactory, settings_mapping
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.podman_service import PodmanService
-from tests.server.conftest import settings_mapping
-from tests.server.live import ServeProcess, write_config
+from tests.server.live import ServeProcess, settings_mapping, write_config
 from tests.testos import Testos
 
 CHROMIUM_FLAGS = [

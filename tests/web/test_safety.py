@@ -21,8 +21,8 @@ from retracer.server.config import Config
 from retracer.server.tasks import TaskStore
 from retracer.server.web.security import CSRF_COOKIE, CSRF_FIELD, TASK_COOKIE
 from tests.server.archives import abrt_archive
-from tests.server.conftest import XZ_TAR, settings_mapping
-from tests.server.live import ThreadServer
+from tests.server.client import XZ_TAR
+from tests.server.live import ThreadServer, settings_mapping
 
 AppFactory = Callable[..., Flask]
 
