@@ -143,10 +143,11 @@ class UploadRejected(ServerError):
 
 
 class ArchiveRejected(UploadRejected):
-    def __init__(self, member: str, why: str) -> None:
-        self.member = member
-        self.why = why
-        super().__init__(f"The archive member {member!r} {why}.")
+    """The problem format refused a member; its sentence is the reason."""
+
+    def __init__(self, refused: MemberRejected) -> None:
+        self.member = refused.member
+        super().__init__(refused.reason)
 
 
 class TaskTypeRejected(UploadRejected):
@@ -185,9 +186,10 @@ class UploadIncomplete(ServerError):
 
 
 class UnpackFailed(ServerError):
-    def __init__(self, why: str) -> None:
-        self.why = why
-        super().__init__(f"The archive cannot be unpacked: {why}.")
+    """The archive cannot be read; the problem format's sentence is the reason."""
+
+    def __init__(self, refused: ArchiveUnreadable) -> None:
+        super().__init__(refused.reason)
 
 
 class TaskNotFound(ServerError):
@@ -291,9 +293,9 @@ def status_of(error: Exception) -> int:
 def upload_refusal(error: ArchiveError) -> ServerError:
     """The server's error for an archive the problem format refused (same sentence)."""
     if isinstance(error, MemberRejected):
-        return ArchiveRejected(error.member, error.why)
+        return ArchiveRejected(error)
     if isinstance(error, ArchiveTooLarge):
         return UploadTooLarge("unpacked", error.limit_mib)
     if isinstance(error, ArchiveUnreadable):
-        return UnpackFailed(error.why)
+        return UnpackFailed(error)
     raise TypeError(f"no server error for {type(error).__name__}")

@@ -10,8 +10,8 @@ import pytest
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, config_from_mapping
-from tests.podman_service import PodmanService
-from tests.testos import Testos
+from testing.podman_service import PodmanService
+from testing.testos import Testos
 
 
 class RecordingObserver:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from retracer.server.config import Config
-from tests.testos import Testos
+from testing.testos import Testos
 
 
 def retracer(

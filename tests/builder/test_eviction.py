@@ -15,7 +15,7 @@ import pytest
 from retracer.builder.environment import Environments
 from retracer.builder.sandbox import Sandbox
 from retracer.builder.settings import BuilderSettings
-from tests.podman_service import PodmanService
+from testing.podman_service import PodmanService
 
 PREFIX = "retracer-evictiontest"
 

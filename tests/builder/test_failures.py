@@ -22,7 +22,7 @@ from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, config_from_mapping
 from retracer.sync.errors import SyncError
 from retracer.sync.settings import ReleaseSettings
-from tests.testos import Testos
+from testing.testos import Testos
 
 ProblemCopy = Callable[[str], Path]
 

@@ -9,7 +9,7 @@ from retracer.builder.model import RetraceResult
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import BindMount, Sandbox
-from tests.testos import Testos
+from testing.testos import Testos
 
 # Where gdb looks for crasher's Python auto-load script (in its default safe path).
 AUTO_LOAD = "/usr/share/gdb/auto-load/usr/bin/crasher-gdb.py"

@@ -11,8 +11,8 @@ from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import Sandbox
+from testing.testos import Testos
 from tests.builder.conftest import RecordingObserver
-from tests.testos import Testos
 
 Retraced = Callable[[str], RetraceResult]
 

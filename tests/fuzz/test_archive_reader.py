@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from retracer.builder.errors import ArchiveError
 from retracer.builder.problem_format import ARCHIVE_MEMBER_LIMITS, UnpackLimits, unpack_problem
 from retracer.server.errors import status_of, upload_refusal
+from testing.server import hostile
+from testing.server.archives import Member, regular, tar
 from tests.fuzz.mutations import FUZZ_SETTINGS, corpus, keep_if_failing, mutated
-from tests.server import hostile
-from tests.server.archives import Member, regular, tar
 
 TARGET = "archive"
 LIMITS = UnpackLimits(max_unpacked_mib=2, xz_memory_limit_mib=16)

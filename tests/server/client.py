@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from tests.server.archives import abrt_archive
+from testing.server.archives import abrt_archive
 
 XZ_TAR = "application/x-xz-compressed-tar"
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from retracer.server.config import Config
-from tests.server.live import Served, ServeProcess, ThreadServer, settings_mapping, write_config
+from testing.server.live import Served, ServeProcess, ThreadServer, settings_mapping, write_config
 
 
 def pytest_configure(config: pytest.Config) -> None:

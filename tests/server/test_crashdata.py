@@ -13,11 +13,11 @@ import pytest
 import requests
 
 from retracer.server.tasks import TaskStore
-from tests.podman_service import PodmanService
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, retrace_settings
+from testing.testos import Testos
+from testing.testos.problem import ARCHIVE_MEMBERS
 from tests.server.client import create_task, get, wait_finished
-from tests.server.live import ServeFactory, retrace_settings
-from tests.testos import Testos
-from tests.testos.problem import ARCHIVE_MEMBERS
 
 pytestmark = pytest.mark.analyzer
 

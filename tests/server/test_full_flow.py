@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from retracer.server.config import config_from_mapping
-from tests.podman_service import PodmanService
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, ThreadServer, retrace_settings, settings_mapping
+from testing.testos import Testos
 from tests.server.client import create_task, get, wait_finished
-from tests.server.live import ServeFactory, ThreadServer, retrace_settings, settings_mapping
-from tests.testos import Testos
 
 pytestmark = pytest.mark.analyzer
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar, xz
+from testing.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar, xz
+from testing.server.hostile import CORPUS, HOSTILE, Case
+from testing.server.live import ServeFactory, settings_mapping
 from tests.server.client import XZ_TAR, create_task, wait_finished
-from tests.server.hostile import CORPUS, HOSTILE, Case
-from tests.server.live import ServeFactory, settings_mapping
 
 ALL_CASES = {**{name: Case(*case) for name, case in HOSTILE.items()}, **CORPUS}
 MAX_RSS_KIB = 150 * 1024

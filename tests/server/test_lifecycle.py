@@ -30,7 +30,11 @@ from retracer.server.lifetime import new_owner
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskState, TaskStore
 from retracer.server.worker import FOLDER_GONE, TaskGuard, Worker
-from tests.podman_service import PodmanLauncher, PodmanService
+from testing.podman_service import PodmanLauncher, PodmanService
+from testing.server.live import Served, ServeFactory, retrace_settings, settings_mapping
+from testing.sync.rpms import build_rpms
+from testing.sync.served import UpstreamRepository, UpstreamServer
+from testing.testos import Testos
 from tests.server.client import create_task, get, wait_finished
 from tests.server.faults import (
     PodmanDoor,
@@ -41,20 +45,15 @@ from tests.server.faults import (
     someone_waits_for,
     wait_until,
 )
-from tests.server.live import Served, ServeFactory, settings_mapping
-from tests.sync.rpms import build_rpms
-from tests.sync.served import UpstreamRepository, UpstreamServer
-from tests.testos import Testos
 
 
 def lifecycle_settings(
     tmp_path: Path, testos: Testos, podman_url: str, **server: Any
 ) -> dict[str, Any]:
-    return {
-        **settings_mapping(tmp_path, protocol_profile="abrt", **server),
-        "builder": {"podman_url": podman_url},
-        "releases": [testos.release_config()],
-    }
+    """Real retraces of testos, answered in the abrt profile (one password throughout)."""
+    return retrace_settings(
+        tmp_path, podman_url, testos.release_config(), protocol_profile="abrt", **server
+    )
 
 
 def task_log(tmp_path: Path, task_id: str) -> Path:

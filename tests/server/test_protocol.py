@@ -13,9 +13,9 @@ from retracer.server.app import create_app
 from retracer.server.auth import digest
 from retracer.server.config import Config
 from retracer.server.tasks import TaskStore
-from tests.server.archives import abrt_archive
+from testing.server.archives import abrt_archive
+from testing.server.live import Served
 from tests.server.client import create_task, upload
-from tests.server.live import Served
 
 
 def raw_request(url: str, method: str, path: str, body: bytes | None = None,

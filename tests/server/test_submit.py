@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from retracer.server.submit import SubmitError, pack_problem_dir
-from tests.server.archives import PROBLEM
-from tests.server.live import Served, ServeFactory, settings_mapping
+from testing.server.archives import PROBLEM
+from testing.server.live import Served, ServeFactory, settings_mapping
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from retracer.server.config import Config
-from tests.server.archives import (
+from testing.server.archives import (
     PROBLEM,
     Member,
     abrt_archive,
@@ -26,9 +26,9 @@ from tests.server.archives import (
     tar,
     xz,
 )
+from testing.server.hostile import ESCAPED, HOSTILE, member
+from testing.server.live import Served, ServeFactory, settings_mapping
 from tests.server.client import XZ_TAR, upload
-from tests.server.hostile import ESCAPED, HOSTILE, member
-from tests.server.live import Served, ServeFactory, settings_mapping
 
 
 def pax_header_bomb() -> bytes:

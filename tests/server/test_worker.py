@@ -20,9 +20,9 @@ from retracer.server.jobs import JobQueue
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskState, TaskStore
 from retracer.server.worker import Worker
-from tests.podman_service import PodmanService
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, settings_mapping
 from tests.server.client import create_task, get, wait_finished
-from tests.server.live import ServeFactory, settings_mapping
 
 
 def no_podman(tmp_path: Path) -> str:

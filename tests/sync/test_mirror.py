@@ -18,9 +18,9 @@ from retracer.sync.lock import release_lock
 from retracer.sync.mirror import sync_release
 from retracer.sync.repodata import listed_files
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
+from testing.sync.served import UpstreamRepository, UpstreamServer
 from tests.sync.configfile import write_config
 from tests.sync.conftest import RELEASE_ID
-from tests.sync.served import UpstreamRepository, UpstreamServer
 
 ReleaseFor = Callable[..., ReleaseSettings]
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from podman import PodmanClient
 
-from tests.podman_service import ULIMITS, PodmanService
-from tests.testos import Crash, Testos
-from tests.testos.base import BASE_NAME, BOOTSTRAP_PACKAGES
-from tests.testos.crashes import IMAGE_PREFIX, import_image, install_user_root
+from testing.podman_service import ULIMITS, PodmanService
+from testing.testos import Crash, Testos
+from testing.testos.base import BASE_NAME, BOOTSTRAP_PACKAGES
+from testing.testos.crashes import IMAGE_PREFIX, import_image, install_user_root
+from testing.testos.problem import ARCHIVE_MEMBERS, PROBLEM_DIR_MEMBERS
+from testing.testos.rpms import APPS, DEBUGINFO_WITHHELD, RELEASE
+from testing.testos.target import X86_64
 from tests.testos.inspection import OS_INFO_LINES, build_ids_of, core_build_ids, repo_packages
-from tests.testos.problem import ARCHIVE_MEMBERS, PROBLEM_DIR_MEMBERS
-from tests.testos.rpms import APPS, DEBUGINFO_WITHHELD, RELEASE
-from tests.testos.target import X86_64
 
 CRASH_NAMES = ("crasher", "threadcrash", "cxxabort", "quietcrash")
 # The library each crash goes through, as (package, installed path).

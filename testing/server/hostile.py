@@ -18,7 +18,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
-from tests.server.archives import (
+from testing.server.archives import (
     PROBLEM,
     Member,
     abrt_archive,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cache import cache_root
+from testing.cache import cache_root
 
 # podman here must use runc (crun fails on hybrid cgroups) and cannot raise
 # rlimits, so every container the tests start sets explicit ulimits.
