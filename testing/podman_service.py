@@ -50,6 +50,24 @@ def storage_args() -> tuple[str, ...]:
     )  # fmt: skip
 
 
+def remove_retracer_images() -> list[str]:
+    """Remove the images retracer built on the tests' storage; returns their names.
+
+    retracer keys its images by package NEVRAs, which a real repository never reuses
+    for other content. A rebuilt testos does: its packages keep their NEVRAs but get
+    new build-ids, so images made from the previous build would hold stale binaries.
+    """
+    podman = ["podman", *storage_args()]
+    listing = subprocess.run(
+        [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    stale = [image for image in listing if image.startswith("localhost/retracer-")]
+    if stale:
+        subprocess.run([*podman, "rmi", "--force", *stale], capture_output=True, check=False)
+    return stale
+
+
 class PodmanLauncher:
     """Starts ``podman system service`` and stops it again, like podman-py's own tests."""
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from testing.cache import cache_root, digest_of
-from testing.podman_service import PodmanLauncher
+from testing.podman_service import PodmanLauncher, remove_retracer_images
 from testing.testos import crashes, model, osrelease, problem, repo
 from testing.testos.base import base_key, build_base_rpm
 from testing.testos.crashes import crash_programs, crash_site, install_user_root, programs_for
@@ -82,6 +82,8 @@ def build_release(work: Path, podman_url: str | None, target: Target) -> None:
     user_root = scratch / "root"
     installed = install_user_root(user_root, work / "repo", scratch, target)
     tag = work.name.rsplit("-", 1)[-1].lower()  # unique per build attempt
+    # New builds of the same NEVRAs: retracer's images of the old ones are stale.
+    remove_retracer_images()
     with podman(podman_url) as url:
         cores = crash_programs(url, user_root, tag, scratch / "cores", scratch, target)
     found: dict[str, Crash] = {}

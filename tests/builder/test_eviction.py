@@ -52,19 +52,23 @@ def test_eviction_keeps_an_image_a_container_uses(
     # Another worker's gdb container, created from the older environment.
     podman_service.cli("create", "--name", f"{PREFIX}-holder", used, "/gdb")
     settings = BuilderSettings(podman_url=podman_service.url, image_cache_max_mib=0)
-    with Sandbox(settings) as sandbox:
-        environments = Environments(sandbox, settings, tmp_path / "images")
-        long_ago = time.time() - 86400
-        with closing(sqlite3.connect(tmp_path / "images" / "environments.sqlite")) as db:
-            db.executemany(
-                "INSERT INTO environment VALUES (?, 'testos-1-x86_64', 1048576, ?)",
-                [(used, long_ago), (idle, long_ago + 1)],
-            )
-            db.commit()
+    try:
+        with Sandbox(settings) as sandbox:
+            environments = Environments(sandbox, settings, tmp_path / "images")
+            long_ago = time.time() - 86400
+            with closing(sqlite3.connect(tmp_path / "images" / "environments.sqlite")) as db:
+                db.executemany(
+                    "INSERT INTO environment VALUES (?, 'testos-1-x86_64', 1048576, ?)",
+                    [(used, long_ago), (idle, long_ago + 1)],
+                )
+                db.commit()
 
-        assert environments.evict() == [idle]
-        assert sandbox.image_exists(used)
-        assert not sandbox.image_exists(idle)
+            assert environments.evict() == [idle]
+            assert sandbox.image_exists(used)
+            assert not sandbox.image_exists(idle)
+    finally:
+        # The holder is this test's own; the check for left-over containers follows.
+        podman_service.cli("rm", "--force", f"{PREFIX}-holder", check=False)
 
 
 def test_eviction_keeps_an_image_picked_a_moment_ago(
