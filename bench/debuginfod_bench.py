@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from bench.rpm_filled import rpm_filled_repository
-from tests.testos import Testos, build_testos
+from testing.testos import Testos, build_testos
 
 POLL_SECONDS = 0.01
 START_TIMEOUT = 600.0

@@ -17,8 +17,8 @@ from pathlib import Path
 import createrepo_c
 
 from retracer.sync.repodata import REPODATA, metadata_files, write_metadata
-from tests.cache import cache_root
-from tests.testos.steps import cached_dir
+from testing.cache import cache_root
+from testing.testos.steps import cached_dir
 
 # Bump when the generated packages change.
 _RECIPE = "1"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,11 +29,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import yaml
-
-from tests.server.archives import abrt_archive
-from tests.server.hostile import CORPUS, huge_xz_dictionary
+from testing.server.archives import abrt_archive
+from testing.server.hostile import CORPUS, huge_xz_dictionary
+from testing.server.live import ServeProcess, settings_mapping, write_config
 
 XZ_TAR = "application/x-xz-compressed-tar"
 
@@ -47,14 +46,14 @@ print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1], "deco
 """
 LIMITED = """
 import re, sys
-from retracer.server.archive import open_tar
-from retracer.server.errors import ServerError
+from retracer.builder.archive import open_tar
+from retracer.builder.errors import BuilderError
 with open(sys.argv[1], "rb") as raw:
     try:
         stream = open_tar(raw, 1 << 40, 1 << 20, 80)
         stream.drain()
         said = "decoded"
-    except ServerError as error:
+    except BuilderError as error:
         said = error.reason
 print(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1], said)
 """
@@ -166,39 +165,20 @@ class Server:
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True)
-        config = {
-            "data_dir": str(root / "data"),
-            "server": {
-                "port": 0,
-                "protocol_profile": "abrt",
-                "max_unpacked_size_mib": 8,
-                "min_free_space_mib": 64,
-                "max_queued_tasks": 100000,
-                # Every client here is this one address.
-                "creates_per_client": 1_000_000,
-                "uploads_per_client": 1_000_000,
-            },
-            "releases": [
-                {
-                    "id": "testos-1-x86_64",
-                    "os_release": "TestOS release 1 (Demo)",
-                    "repositories": [str(root / "no-repository")],
-                    "bootstrap": {},
-                }
-            ],
-        }
-        (root / "retracer.yaml").write_text(yaml.safe_dump(config))
-        self.log = root / "serve.log"
-        command = [sys.executable, "-m", "retracer.server.cli", "--config",
-                   str(root / "retracer.yaml"), "serve", "--no-worker"]  # fmt: skip
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r"serving on http://[\d.]+:(\d+)", self.log.read_text())):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(self.log.read_text())
-            time.sleep(0.05)
-        self.port = int(found[1])
+        data = settings_mapping(
+            root,
+            protocol_profile="abrt",
+            max_unpacked_size_mib=8,
+            min_free_space_mib=64,
+            max_queued_tasks=100000,
+            # Every client here is this one address.
+            creates_per_client=1_000_000,
+            uploads_per_client=1_000_000,
+        )
+        self._serve = ServeProcess(write_config(root / "retracer.yaml", data), root / "serve.log")
+        self.port = urlsplit(self._serve.start("--no-worker")).port or 0
+        assert self._serve.process is not None
+        self.process = self._serve.process
 
     def request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
@@ -233,12 +213,7 @@ class Server:
         return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) * 1024 / 1e6  # type: ignore[index]
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self._serve.stop()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from retracer.sync.bootstrap import install_into_root
-from tests.testos import Crash, build_testos
-from tests.testos.target import I686
+from testing.testos import Crash, build_testos
+from testing.testos.target import I686
 
 COMMANDS = ("thread apply all -ascending backtrace full", "info sharedlibrary", "info registers")
 

@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cache import cache_root, digest_of
-from tests.testos.problem import write_problem_dir
-from tests.testos.steps import cached_dir, define_args, log, run, step
+from testing.cache import cache_root, digest_of
+from testing.testos.problem import write_problem_dir
+from testing.testos.steps import cached_dir, define_args, log, run, step
 
 LIBRARIES = 110
 FUNCTIONS = 1500

@@ -42,8 +42,8 @@ from retracer.builder.sandbox import Sandbox
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.bootstrap import install_into_root
 from retracer.sync.settings import BootstrapBase, ReleaseSettings
-from tests.podman_service import ULIMITS, PodmanLauncher
-from tests.testos import Crash, Testos, build_testos
+from testing.podman_service import ULIMITS, PodmanLauncher
+from testing.testos import Crash, Testos, build_testos
 
 
 def timed(action: Callable[[], object], rounds: int) -> float:

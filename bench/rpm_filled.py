@@ -19,8 +19,8 @@ import subprocess
 from pathlib import Path
 
 from retracer.sync.repodata import metadata_files, publish
-from tests.cache import cache_root
-from tests.testos.steps import cached_dir
+from testing.cache import cache_root
+from testing.testos.steps import cached_dir
 
 # Bump when the generated packages change.
 _RECIPE = "1"

@@ -36,18 +36,18 @@ import os  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
 import struct  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
-import yaml  # noqa: E402
+
+from testing.server.live import ServeProcess, settings_mapping, write_config  # noqa: E402
 
 ATTEMPTS = 3
 SMALL_PROBLEM = {
@@ -234,9 +234,9 @@ def poll_bench(root: Path, pollers: int, polls: int, interval: float, protocol: 
 def repeat_bench(root: Path, rounds: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
     from retracer.server.tasks import TaskStore
-    from tests.podman_service import PodmanLauncher
-    from tests.testos import build_testos
-    from tests.testos.problem import ARCHIVE_MEMBERS
+    from testing.podman_service import PodmanLauncher
+    from testing.testos import build_testos
+    from testing.testos.problem import ARCHIVE_MEMBERS
 
     testos = build_testos()
     crash = testos.crashes["crasher"]
@@ -299,53 +299,28 @@ class Server:
         releases: list[dict[str, object]] | None = None,
     ) -> None:
         root.mkdir(parents=True)
-        config = {
-            "data_dir": str(root / "data"),
-            "server": {
-                "port": 0,
-                "protocol_profile": protocol,
-                "max_packed_size_mib": max_unpacked_size_mib,
-                "max_unpacked_size_mib": max_unpacked_size_mib,
-                "min_free_space_mib": 64,
-                "max_queued_tasks": 100000,
-                "creates_per_client": 1_000_000,  # every upload comes from this one address
-            },
-            # No podman: the worker's retraces fail fast on it (the cores pass the
-            # upload check now), as the benchmark measures the HTTP side only.
-            "builder": {"podman_url": f"unix://{root}/no-podman.sock"},
-            "releases": [
-                {
-                    "id": "testos-1-x86_64",
-                    "os_release": "TestOS release 1 (Demo)",
-                    "repositories": [str(root / "no-repository")],
-                    "bootstrap": {},
-                }
-            ],
-        }
+        # Without podman the worker's retraces fail fast on it (the cores pass the
+        # upload check), as the benchmark measures the HTTP side only.
+        data = settings_mapping(
+            root,
+            protocol_profile=protocol,
+            max_packed_size_mib=max_unpacked_size_mib,
+            max_unpacked_size_mib=max_unpacked_size_mib,
+            min_free_space_mib=64,
+            max_queued_tasks=100000,
+            creates_per_client=1_000_000,  # every upload comes from this one address
+        )
         if builder:
-            config["builder"] = builder
+            data["builder"] = builder
         if releases:
-            config["releases"] = releases
-        (root / "retracer.yaml").write_text(yaml.safe_dump(config))
-        self.log = root / "serve.log"
-        command = [
-            sys.executable,
-            "-m",
-            "retracer.server.cli",
-            "--config",
-            str(root / "retracer.yaml"),
-            "serve",
-        ]
-        if not worker:
-            command.append("--no-worker")
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r"serving on http://[\d.]+:(\d+)", self.log.read_text())):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(self.log.read_text())
-            time.sleep(0.05)
-        self.port = int(found[1])
+            data["releases"] = releases
+        self._serve = ServeProcess(write_config(root / "retracer.yaml", data), root / "serve.log")
+        self.log = self._serve.log_file
+        self.port = (
+            urlsplit(self._serve.start() if worker else self._serve.start("--no-worker")).port or 0
+        )
+        assert self._serve.process is not None
+        self.process = self._serve.process
         self._created = 0
 
     def post_file(self, path: Path, content_type: str) -> tuple[int, tuple[str, str]]:
@@ -392,12 +367,7 @@ class Server:
         return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024  # type: ignore[index]
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self._serve.stop()
 
 
 if __name__ == "__main__":

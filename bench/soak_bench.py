@@ -46,10 +46,10 @@ from retracer.server.config import load_config
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskStore
 from retracer.server.worker import Worker
-from tests.podman_service import PodmanLauncher, PodmanService
-from tests.server.archives import abrt_archive
-from tests.server.live import ServeProcess
-from tests.testos import Testos, build_testos
+from testing.podman_service import PodmanLauncher, PodmanService
+from testing.server.archives import abrt_archive
+from testing.server.live import ServeProcess
+from testing.testos import Testos, build_testos
 
 XZ_TAR = "application/x-xz-compressed-tar"
 PREFIX = "retracer-soak"

@@ -39,8 +39,8 @@ from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import Sandbox
 from retracer.builder.settings import BuilderSettings, SandboxLimits
 from retracer.sync.settings import BootstrapBase, ReleaseSettings
-from tests.podman_service import ULIMITS, PodmanLauncher
-from tests.testos import Testos, build_testos
+from testing.podman_service import ULIMITS, PodmanLauncher
+from testing.testos import Testos, build_testos
 
 CORE_MOUNT = "/srv/bench/core"
 

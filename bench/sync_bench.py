@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retracer.sync.mirror import sync_release
 from retracer.sync.repodata import REPODATA, publish
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
-from tests.sync.rpms import build_rpms
-from tests.sync.served import UpstreamRepository, UpstreamServer
+from testing.sync.rpms import build_rpms
+from testing.sync.served import UpstreamRepository, UpstreamServer
 
 # rpmbuild slows down more than linearly with the number of subpackages per spec.
 CHUNK = 200

@@ -12,10 +12,18 @@ import click
 
 from retracer.builder.errors import BuilderError
 from retracer.builder.model import Stage
+from retracer.builder.problem_format import UnpackLimits, unpack_problem
 from retracer.builder.retrace import Analyzer
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.errors import SyncError
 from retracer.sync.settings import ReleaseSettings
+
+
+class _UploadLimits(Protocol):
+    """The caps the server puts on an uploaded archive; an archive given here gets them too."""
+
+    max_unpacked_size_mib: int
+    xz_memory_limit_mib: int
 
 
 class _Config(Protocol):
@@ -23,14 +31,14 @@ class _Config(Protocol):
     builder: BuilderSettings
     releases: tuple[ReleaseSettings, ...]
 
+    @property
+    def server(self) -> _UploadLimits: ...
+
 
 class _Source(Protocol):
-    """What the command needs from the CLI group: the configuration, and the same
-    checked unpacking that uploads get (which lives with the HTTP side)."""
+    """What the command needs from the CLI group: the configuration."""
 
     def load(self) -> _Config: ...
-
-    def unpack(self, archive: Path, scratch: Path) -> Path: ...
 
 
 class _StderrObserver:
@@ -67,9 +75,9 @@ def retrace_command(
     config = source.load()
     analyzer = Analyzer.in_data_dir(config.builder, config.releases, config.data_dir)
     with tempfile.TemporaryDirectory(prefix="retracer-retrace-") as scratch:
-        if problem.is_file():
-            problem = source.unpack(problem, Path(scratch))
         try:
+            if problem.is_file():
+                problem = _unpack(problem, Path(scratch) / "problem", config.server)
             result = analyzer.retrace(problem, _StderrObserver(quiet))
         except (BuilderError, SyncError) as error:
             click.echo(f"retracer: {error.reason}", err=True)
@@ -80,3 +88,12 @@ def retrace_command(
         click.echo(json.dumps(result.report.core_backtrace(), indent=2))
     else:
         click.echo(result.backtrace, nl=False)
+
+
+def _unpack(archive: Path, target: Path, limits: _UploadLimits) -> Path:
+    """Unpack an ABRT archive with the checks uploads get; returns the problem directory."""
+    with archive.open("rb") as raw:
+        unpack_problem(
+            raw, target, UnpackLimits(limits.max_unpacked_size_mib, limits.xz_memory_limit_mib)
+        )
+    return target

@@ -151,8 +151,8 @@ class BaseImages:
                 release.repositories,
                 packages,
                 root,
-                release.release.version,
-                arch=release.release.package_arch,
+                release.parsed_id.version,
+                arch=release.parsed_id.package_arch,
                 keys=release.signing_keys,
             )
             self.sandbox.import_rootfs(root, image)
@@ -188,7 +188,7 @@ class BaseImages:
             "dnf", "install", f"--setopt=cachedir={DNF_CACHE_MOUNT}", "--setopt=metadata_expire=0",
             *dnf_repository_options(
                 [m.target for m in mounts], [f"file://{k.target}" for k in keys],
-                release.release.version, release.release.package_arch,
+                release.parsed_id.version, release.parsed_id.package_arch,
             ),
         ]  # fmt: skip
         mounts += keys

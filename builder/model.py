@@ -76,7 +76,3 @@ class RetraceResult:
     @property
     def missing_debuginfo(self) -> tuple[Module, ...]:
         return tuple(m.module for m in self.modules if m.debuginfo is None)
-
-    @property
-    def missing_package(self) -> tuple[Module, ...]:
-        return tuple(m.module for m in self.modules if m.binary is None)

@@ -158,7 +158,7 @@ class Analyzer:
                 )
                 for line in _missing_lines(resolved, fetched):
                     run.log(line)
-                package_set = PackageSet(problem.release.release, tuple(packages))
+                package_set = PackageSet(problem.release.parsed_id, tuple(packages))
                 run.stage(Stage.PREPARING)
                 if early is not None and any(f.fresh for f in fetched.values()):
                     early.discard()  # it started before this debuginfo was there

@@ -1,8 +1,11 @@
-"""The ABRT retrace protocol (see PROTOCOL.md): one blueprint, one small view per endpoint.
+"""The ABRT retrace protocol: one blueprint, one small view per endpoint.
+
+The endpoints are those abrt-retrace-client uses (listed in the README under
+"Commands"); tests/server/test_protocol.py pins the wire contract.
 
 Views parse the request, call one :class:`~retracer.server.service.RetraceService`
 method and shape the response; errors propagate to the handler in
-:mod:`retracer.server.errors`. Authenticated views get their task from
+:mod:`retracer.server.error_replies`. Authenticated views get their task from
 :func:`authenticated`, which also attaches the next password (seed profile) to
 whatever response follows, errors included.
 """

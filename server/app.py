@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from retracer.builder.layout import repository_index_dir
-from retracer.server import api, errors, metrics, web
+from retracer.server import api, error_replies, metrics, web
 from retracer.server.config import Config
 from retracer.server.debuginfod import views as debuginfod
 from retracer.server.jobs import JobQueue
@@ -34,7 +34,7 @@ def create_app(config: Config) -> Flask:
         metrics=metrics.init_app(app, store, config.server),
         offload=in_threadpool,
     )
-    errors.init_app(app)
+    error_replies.init_app(app)
     web.init_app(app, config)
     app.register_blueprint(api.bp)
     debuginfod.init_app(app, config, app.extensions["retracer.metrics"].registry)

@@ -18,7 +18,7 @@ import click
 import yaml
 
 from retracer.server.config import CONFIG_ENV, Config, load_config
-from retracer.server.errors import ConfigError, ServerError
+from retracer.server.errors import ConfigError
 
 
 class ConfigSource:
@@ -35,19 +35,6 @@ class ConfigSource:
             except ConfigError as error:
                 raise click.UsageError(error.reason) from error
         return self._config
-
-    def unpack(self, archive: Path, scratch: Path) -> Path:
-        """Unpack an ABRT archive with the checks uploads get; returns the problem dir."""
-        from retracer.server.spool import Spool
-
-        spool = Spool(scratch, self.load().server)
-        problem = scratch / "problem"
-        try:
-            with archive.open("rb") as raw:
-                spool.unpack(raw, problem)
-        except ServerError as error:
-            fail(error.reason)
-        return problem
 
 
 pass_config_source = click.make_pass_decorator(ConfigSource)
@@ -161,7 +148,7 @@ def submit(path: Path, server_url: str, wait: bool, timeout: float, as_json: boo
     """Upload a problem directory (or an ABRT archive) to a retrace server."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    from retracer.server.submit import RetraceClient, SubmitError, archive_for
+    from retracer.server.submit import RetraceClient, SubmitError, SubmitTimedOut, archive_for
 
     client = RetraceClient(server_url.rstrip("/"))
     try:
@@ -178,8 +165,11 @@ def submit(path: Path, server_url: str, wait: bool, timeout: float, as_json: boo
         if as_json and outcome.backtrace is not None:
             click.echo(client.document(task, "core_backtrace"))
             return
+    except SubmitTimedOut as error:
+        fail(error.reason, 3)
+        return
     except SubmitError as error:
-        fail(error.reason, 3 if "did not finish" in error.reason else 1)
+        fail(error.reason)
         return
     if outcome.backtrace is None:
         last = outcome.log.strip().splitlines()[-1:] or ["the retrace failed"]

@@ -27,7 +27,6 @@ import yaml
 from retracer.builder.settings import BuilderSettings
 from retracer.server.debuginfod.settings import DebuginfodSettings
 from retracer.server.errors import ConfigError
-from retracer.sync.errors import UnknownRelease
 from retracer.sync.settings import ReleaseSettings, SyncSettings
 
 CONFIG_ENV = "RETRACER_CONFIG"
@@ -135,13 +134,6 @@ class Config:
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"release ids must be unique, {duplicates[0]!r} is repeated")
-
-    def release(self, release_id: str) -> ReleaseSettings:
-        """The release with this id; raises UnknownRelease with the supported ones."""
-        for release in self.releases:
-            if release.id == release_id:
-                return release
-        raise UnknownRelease(release_id, (r.id for r in self.releases))
 
 
 def default_config_path() -> Path:

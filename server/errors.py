@@ -1,5 +1,8 @@
 """Errors raised by the HTTP interface, the task store and the configuration loader,
-and the one place where any retracer error becomes an HTTP response.
+and the HTTP status each stands for (:func:`status_of`).
+
+Nothing here imports Flask: the task store and the configuration loader raise these
+too. :mod:`retracer.server.error_replies` turns them into responses.
 
 Exception tree::
 
@@ -33,17 +36,22 @@ Exception tree::
     └── TaskSealed               a finished task's files were about to change
 
 Errors of the other packages (``BuilderError``, ``SyncError``) carry a ``reason`` of the
-same shape; :func:`init_app` maps them to HTTP too.
+same shape; :func:`status_of` maps them to HTTP too. The archive's own refusals
+(:class:`~retracer.builder.errors.ArchiveError`) reach HTTP clients as the server's
+ArchiveRejected, UploadTooLarge and UnpackFailed (:func:`upload_refusal`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
-
-from retracer.builder.errors import BuilderError
+from retracer.builder.errors import (
+    ArchiveError,
+    ArchiveTooLarge,
+    ArchiveUnreadable,
+    BuilderError,
+    MemberRejected,
+)
 from retracer.sync.errors import SyncError, UnknownRelease
 
 
@@ -135,10 +143,11 @@ class UploadRejected(ServerError):
 
 
 class ArchiveRejected(UploadRejected):
-    def __init__(self, member: str, why: str) -> None:
-        self.member = member
-        self.why = why
-        super().__init__(f"The archive member {member!r} {why}.")
+    """The problem format refused a member; its sentence is the reason."""
+
+    def __init__(self, refused: MemberRejected) -> None:
+        self.member = refused.member
+        super().__init__(refused.reason)
 
 
 class TaskTypeRejected(UploadRejected):
@@ -177,9 +186,10 @@ class UploadIncomplete(ServerError):
 
 
 class UnpackFailed(ServerError):
-    def __init__(self, why: str) -> None:
-        self.why = why
-        super().__init__(f"The archive cannot be unpacked: {why}.")
+    """The archive cannot be read; the problem format's sentence is the reason."""
+
+    def __init__(self, refused: ArchiveUnreadable) -> None:
+        super().__init__(refused.reason)
 
 
 class TaskNotFound(ServerError):
@@ -262,6 +272,9 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (TooManyAttempts, 429),
     (FormRefused, 403),
     (NoFileChosen, 400),
+    (MemberRejected, 403),
+    (ArchiveTooLarge, 413),
+    (ArchiveError, 400),
     (UnknownRelease, 404),
     (SyncError, 503),
     (BuilderError, 503),
@@ -277,34 +290,12 @@ def status_of(error: Exception) -> int:
     return 500
 
 
-def init_app(app: Flask) -> None:
-    """Register the one handler that turns every error into a plain one-sentence reply."""
-    app.register_error_handler(ServerError, _reply)
-    app.register_error_handler(BuilderError, _reply)
-    app.register_error_handler(SyncError, _reply)
-    app.register_error_handler(HTTPException, _reply)
-
-
-def _reply(error: Exception) -> Response:
-    headers: dict[str, str] = {}
-    if isinstance(error, HTTPException):
-        status = error.code or 500
-        reason = f"{error.name}: {_sentence(error.description or '')}"
-        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
-            headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
-    else:
-        status = status_of(error)
-        reason = getattr(error, "reason", "internal error")
-    if isinstance(error, MethodNotAllowed):
-        headers["Allow"] = ", ".join(error.allowed)
-    if isinstance(error, TooManyAttempts | TooManyCreates):
-        headers["Retry-After"] = f"{max(1, round(error.retry_after))}"
-    if isinstance(error, UploadStalled | UploadSlotsBusy):
-        headers["Connection"] = "close"  # the rest of the body will not be read
-    return Response(f"{reason}\n", status=status, headers=headers, mimetype="text/plain")
-
-
-def _sentence(text: str) -> str:
-    """Werkzeug's descriptions are sometimes several sentences; keep the first."""
-    first = text.split(". ")[0].strip()
-    return first if first.endswith(".") else f"{first}."
+def upload_refusal(error: ArchiveError) -> ServerError:
+    """The server's error for an archive the problem format refused (same sentence)."""
+    if isinstance(error, MemberRejected):
+        return ArchiveRejected(error)
+    if isinstance(error, ArchiveTooLarge):
+        return UploadTooLarge("unpacked", error.limit_mib)
+    if isinstance(error, ArchiveUnreadable):
+        return UnpackFailed(error)
+    raise TypeError(f"no server error for {type(error).__name__}")

@@ -132,8 +132,9 @@ class RetraceService:
             raise PackageUnknown(nvr, arch)
 
     def create(self, method: str, upload: Upload, client: str) -> Created:
-        """Store an upload as a new queued task; the checks follow PROTOCOL.md's order,
-        after the per-client limit (429), and end with the crash's own check."""
+        """Store an upload as a new queued task; the checks run in the original
+        retrace server's order (503, 405, 415, 411, 413, 507, then 403 and 400), after
+        the per-client limit (429), and end with the crash's own check."""
         try:
             retry_after = self._creates.retry_after(client)
             if retry_after is not None:

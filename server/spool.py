@@ -1,4 +1,4 @@
-"""The spool: where uploads land, are checked and unpacked, and where tasks keep files.
+"""The spool: where uploads land and are unpacked, and where tasks keep their files.
 
 This is the only module that touches the spool directory. Its layout::
 
@@ -6,14 +6,15 @@ This is the only module that touches the spool directory. Its layout::
     <data_dir>/spool/incoming/<token>/crash/      the problem files, while they unpack
     <data_dir>/spool/tasks/<id>/crash/            an admitted task's problem files
     <data_dir>/spool/tasks/<id>/log               what the retrace printed
-    <data_dir>/spool/tasks/<id>/backtrace         the results (see RESULT_FILES)
+    <data_dir>/spool/tasks/<id>/backtrace         the results (see RESULT_FILES in
+                                                  :mod:`retracer.server.worker`)
 
-An upload unpacks as it arrives (see :mod:`retracer.server.archive`) behind a running
-cap on the unpacked bytes, so neither a 4 GiB core nor an xz bomb needs memory in
-proportion. Every member is checked before a byte of it is written: a regular file
-with a bare, known name, at most once, under its own size cap. Files are created with
-``O_EXCL | O_NOFOLLOW`` relative to the directory's file descriptor, so nothing can
-land outside it. Anything refused leaves nothing behind.
+An upload unpacks as it arrives, by the rules of
+:mod:`retracer.builder.problem_format` (which members, their caps, how they are
+written), behind a running cap on the unpacked bytes, so neither a 4 GiB core nor an
+xz bomb needs memory in proportion. The spool adds what only a server knows: the
+free disk space, shared with the other uploads in flight. Anything refused leaves
+nothing behind.
 
 A finished task is sealed (files and directories lose their write bits) and every
 writer here refuses a sealed task.
@@ -23,34 +24,32 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import secrets
 import shutil
 import stat
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
-from retracer.builder.problem import TEXT_FILE_LIMITS
-from retracer.server.archive import CORRUPT, TarStream, describe, open_tar, write_all
+from retracer.builder.errors import ArchiveError
+from retracer.builder.problem_format import CORE, Unpacked, UnpackLimits, unpack_problem
 from retracer.server.config import ServerSettings
 from retracer.server.errors import (
-    ArchiveRejected,
     InsufficientStorage,
     LengthRequired,
     TaskSealed,
     TaskTypeRejected,
-    UnpackFailed,
     UnsupportedMediaType,
     UploadIncomplete,
     UploadTooLarge,
+    upload_refusal,
 )
 from retracer.server.reservations import Reservation, UploadLedger
+from retracer.sync.durable import fsync_path, write_all, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +67,6 @@ SUPPORTED_FORMATS = (
     "application/x-tar",
 )
 
-# The problem files a coredump task may carry, and each one's size cap in bytes
-# (None: only the total unpacked cap applies).
-MEMBER_LIMITS: dict[str, int | None] = {
-    "coredump": None,
-    **{
-        name: TEXT_FILE_LIMITS[name]
-        for name in (
-            "executable",
-            "package",
-            "os_release",
-            "rootdir",
-            "os_release_in_rootdir",
-            "packages",
-        )
-    },
-}
-REQUIRED_MEMBERS = ("coredump",)
-CORE = "coredump"
 COREDUMP_TASK_TYPE = "0"
 
 
@@ -184,15 +165,15 @@ class Spool:
         folder = self._incoming / token
         folder.mkdir(mode=0o700)
 
-        def consume(reader: IO[bytes]) -> tuple[tuple[str, ...], int, str | None]:
-            unpacked = self.unpack(reader, folder / "crash", reservation)
+        def consume(reader: IO[bytes]) -> Unpacked:
+            unpacked = self._unpack(reader, folder / "crash", reservation)
             if validate is not None:
                 validate(folder / "crash")
             return unpacked
 
         try:
-            members, unpacked, core_sha256 = self._pump(upload.stream, length, consume)
-            _fsync_dir(folder)
+            unpacked = self._pump(upload.stream, length, consume)
+            fsync_path(folder)
         except OSError as error:
             _remove_tree(folder)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -201,7 +182,7 @@ class Spool:
         except BaseException:
             _remove_tree(folder)
             raise
-        return Received(token, length, unpacked, members, core_sha256)
+        return Received(token, length, unpacked.total_bytes, unpacked.members, unpacked.core_sha256)
 
     def admit(self, token: str, task_id: str) -> bool:
         """Move a received upload to its task's folder; False if that folder exists."""
@@ -211,8 +192,8 @@ class Spool:
             if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 return False
             raise
-        _fsync_dir(self._tasks)
-        _fsync_dir(self._incoming)
+        fsync_path(self._tasks)
+        fsync_path(self._incoming)
         return True
 
     def discard(self, token: str) -> None:
@@ -246,45 +227,25 @@ class Spool:
         if free - incoming_bytes < self._settings.min_free_space_mib << 20:
             raise InsufficientStorage()
 
-    def unpack(
-        self, raw: IO[bytes], crash: Path, reservation: Reservation | None = None
-    ) -> tuple[tuple[str, ...], int, str | None]:
-        """Unpack the archive read from ``raw`` into the new folder ``crash``.
-
-        Returns the member names, the unpacked bytes and the core's SHA-256.
+    def _unpack(self, raw: IO[bytes], crash: Path, reservation: Reservation) -> Unpacked:
+        """Unpack into ``crash``, each member first reserving its bytes on the disk.
 
         Raises:
-            ArchiveRejected, UploadTooLarge, InsufficientStorage, UnpackFailed.
+            ArchiveRejected, UploadTooLarge, UnpackFailed (the format's refusals, as
+            the server reports them), InsufficientStorage.
         """
-        cap_mib = self._settings.max_unpacked_size_mib
+        limits = UnpackLimits(
+            self._settings.max_unpacked_size_mib, self._settings.xz_memory_limit_mib
+        )
 
         def require_space(size: int) -> None:
-            if reservation is not None:
-                reservation.resize(size)
+            reservation.resize(size)
             self._require_space(size, reservation)
 
-        crash.mkdir(mode=0o700)
-        dir_fd = os.open(crash, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            members = _Extractor(dir_fd, cap_mib << 20, self._settings, require_space)
-            try:
-                # Headers and padding come on top of the members' bytes.
-                stream = open_tar(
-                    raw, (cap_mib + 1) << 20, cap_mib, self._settings.xz_memory_limit_mib
-                )
-                for member in stream.members():
-                    members.extract(stream, member)
-                stream.drain()
-            except CORRUPT as error:
-                raise UnpackFailed(describe(error)) from error
-            except RecursionError:
-                # Without the traceback: thousands of frames help nobody.
-                raise UnpackFailed("its headers nest too deeply") from None
-            members.finish()
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return members.names, members.total, members.core_sha256
+            return unpack_problem(raw, crash, limits, require_space)
+        except ArchiveError as error:
+            raise upload_refusal(error) from error
 
     # Task files
 
@@ -306,16 +267,7 @@ class Spool:
     def write_result(self, task_id: str, name: str, text: str) -> None:
         """Write one result file atomically and durably (temporary file, fsync, rename)."""
         self._require_writable(task_id)
-        folder = self._tasks / task_id
-        temporary = folder / f".{name}.{secrets.token_hex(4)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            write_all(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temporary, folder / name)
-        _fsync_dir(folder)
+        write_durably(self._tasks / task_id / name, text.encode())
 
     def read(self, task_id: str, name: str) -> str | None:
         """A task file's text (``log``, ``backtrace``...), or None if it does not exist."""
@@ -329,7 +281,7 @@ class Spool:
     def remove_core(self, task_id: str) -> None:
         self._require_writable(task_id)
         (self.problem_dir(task_id) / CORE).unlink(missing_ok=True)
-        _fsync_dir(self.problem_dir(task_id))
+        fsync_path(self.problem_dir(task_id))
 
     def seal(self, task_id: str) -> None:
         """Make a finished task's files read-only; writers here refuse it from now on."""
@@ -351,96 +303,6 @@ class Spool:
     def _require_writable(self, task_id: str) -> None:
         if self.is_sealed(task_id):
             raise TaskSealed(task_id)
-
-
-class _Extractor:
-    """Checks each archive member and writes the accepted ones into one directory."""
-
-    def __init__(
-        self,
-        dir_fd: int,
-        cap: int,
-        settings: ServerSettings,
-        require_space: Callable[[int], None],
-    ) -> None:
-        self._dir_fd = dir_fd
-        self._cap = cap
-        self._settings = settings
-        self._require_space = require_space
-        self._seen: list[str] = []
-        self.total = 0
-        self.core_sha256: str | None = None
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._seen)
-
-    def extract(self, stream: TarStream, member: tarfile.TarInfo) -> None:
-        self._check(member)
-        self._seen.append(member.name)
-        self.total += member.size
-        if self.total > self._cap:
-            raise UploadTooLarge("unpacked", self._settings.max_unpacked_size_mib)
-        self._require_space(member.size)
-        # The core is read back as it is written, to hash the bytes splice moved.
-        access = os.O_RDWR if member.name == CORE else os.O_WRONLY
-        flags = access | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(member.name, flags, 0o600, dir_fd=self._dir_fd)
-        try:
-            if member.name == CORE:
-                # gdb reads the core as the sandbox's unprivileged user, bind-mounted
-                # from here; the task's private folders keep everyone else out. (Not
-                # readable, every retrace would first copy the core.)
-                os.fchmod(fd, 0o644)
-            digest = hashlib.sha256() if member.name == CORE else None
-            if stream.copy_to(fd, member, digest) != member.size:
-                raise UnpackFailed(f"the member {member.name!r} is truncated")
-            if digest is not None:
-                self.core_sha256 = digest.hexdigest()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def finish(self) -> None:
-        for name in REQUIRED_MEMBERS:
-            if name not in self._seen:
-                raise ArchiveRejected(name, "is missing")
-
-    def _check(self, member: tarfile.TarInfo) -> None:
-        name = member.name
-        if name.startswith("/"):
-            raise ArchiveRejected(name, "is an absolute path")
-        if "/" in name or name in ("", ".", ".."):
-            raise ArchiveRejected(name, "is not a bare file name")
-        kind = _kind(member)
-        if kind:
-            raise ArchiveRejected(name, f"is {kind}; only regular files are accepted")
-        if name not in MEMBER_LIMITS:
-            known = ", ".join(MEMBER_LIMITS)
-            raise ArchiveRejected(name, f"is not a known problem file (known: {known})")
-        if name in self._seen:
-            raise ArchiveRejected(name, "appears twice")
-        limit = MEMBER_LIMITS[name]
-        if limit is not None and member.size > limit:
-            raise ArchiveRejected(name, f"is larger than its {limit}-byte limit")
-
-
-def _kind(member: tarfile.TarInfo) -> str | None:
-    """What a non-regular member is, in words; None for a plain regular file."""
-    if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
-        # pax can describe a sparse file with a regular type; its data is a map, not bytes.
-        return "a sparse file" if member.sparse is not None else None
-    if member.issym():
-        return "a symbolic link"
-    if member.islnk():
-        return "a hard link"
-    if member.isdir():
-        return "a directory"
-    if member.ischr() or member.isblk():
-        return "a device"
-    if member.isfifo():
-        return "a fifo"
-    return "not a regular file"
 
 
 def read_in_place(stream: IO[bytes], length: int, consume: Callable[[IO[bytes]], T]) -> T:
@@ -473,14 +335,6 @@ def _last_change(folder: Path) -> float:
         with contextlib.suppress(FileNotFoundError):
             newest = max(newest, entry.lstat().st_mtime)
     return newest
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: Path) -> None:

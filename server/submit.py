@@ -1,8 +1,9 @@
 """``retracer submit``: a plain HTTP client of the retrace protocol, like abrt-retrace-client.
 
-It imports nothing from the server: it speaks only PROTOCOL.md. A problem directory
-is packed the way ABRT packs it (a tar of bare names, compressed with ``xz -2``),
-uploaded as a stream with a known Content-Length, and then, with ``wait``, polled
+It imports nothing from the server: it speaks only the retrace protocol, as
+abrt-retrace-client does, and takes the member names from the problem format. A
+problem directory is packed the way ABRT packs it (a tar of bare names, compressed
+with ``xz -2``), uploaded as a stream with a known Content-Length, and then, with ``wait``, polled
 until it finishes. Whatever password the server hands back is the one used next,
 so both protocol profiles work.
 """
@@ -21,8 +22,8 @@ from typing import BinaryIO
 
 import requests
 
-ARCHIVE_MEMBERS = ("coredump", "executable", "package", "os_release")
-OPTIONAL_MEMBERS = ("rootdir", "os_release_in_rootdir")
+from retracer.builder.problem_format import PACKED_IF_PRESENT, PACKED_MEMBERS
+
 CONTENT_TYPE = "application/x-xz-compressed-tar"
 POLL_SECONDS = 2.0
 TIMEOUT = (10.0, 60.0)  # connect, read: the ABRT client gives up on a silent server after 60 s
@@ -34,6 +35,15 @@ class SubmitError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SubmitTimedOut(SubmitError):
+    """``wait`` gave up: the task had not finished after ``timeout`` seconds."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        super().__init__(f"Task {task_id} did not finish within {timeout:g} s.")
 
 
 @dataclass
@@ -86,7 +96,12 @@ class RetraceClient:
         timeout: float,
         on_stage: Callable[[str], None] | None = None,
     ) -> Outcome:
-        """Poll until the task finishes; raises SubmitError after ``timeout`` seconds."""
+        """Poll until the task finishes.
+
+        Raises:
+            SubmitTimedOut: it had not finished after ``timeout`` seconds.
+            SubmitError: the server refused a request.
+        """
         deadline = time.monotonic() + timeout
         last = ""
         while True:
@@ -97,7 +112,7 @@ class RetraceClient:
             if status.startswith("FINISHED"):
                 break
             if time.monotonic() > deadline:
-                raise SubmitError(f"Task {task.task_id} did not finish within {timeout:g} s.")
+                raise SubmitTimedOut(task.task_id, timeout)
             time.sleep(POLL_SECONDS)
         backtrace = self.document(task, "backtrace") if status == "FINISHED_SUCCESS" else None
         return Outcome(status, backtrace, self.document(task, "log"))
@@ -128,15 +143,15 @@ def archive_for(path: Path) -> Iterator[Path]:
 
 def pack_problem_dir(problem_dir: Path, target: Path) -> None:
     """``tar`` of the bare problem file names, ``xz -2`` compressed, as ABRT does it."""
-    missing = [name for name in ARCHIVE_MEMBERS if not (problem_dir / name).is_file()]
+    missing = [name for name in PACKED_MEMBERS if not (problem_dir / name).is_file()]
     if missing:
         raise SubmitError(f"The problem directory {problem_dir} lacks {', '.join(missing)}.")
-    present = [n for n in OPTIONAL_MEMBERS if (problem_dir / n).is_file()]
+    present = [n for n in PACKED_IF_PRESENT if (problem_dir / n).is_file()]
     with (
         lzma.open(target, "wb", preset=2) as packed,
         tarfile.open(fileobj=packed, mode="w|", format=tarfile.GNU_FORMAT) as archive,
     ):
-        for name in (*ARCHIVE_MEMBERS, *present):
+        for name in (*PACKED_MEMBERS, *present):
             info = archive.gettarinfo(str(problem_dir / name), arcname=name)
             info.uid = info.gid = 0
             info.uname = info.gname = "root"

@@ -30,6 +30,7 @@ from typing import Literal
 
 import createrepo_c
 
+from retracer.sync.durable import replace_durably
 from retracer.sync.errors import RepositoryUnavailable
 from retracer.sync.model import Package, package_arches
 from retracer.sync.repodata import REPODATA, REPOMD, MetadataFile, metadata_files
@@ -326,11 +327,9 @@ class RepositoryIndex:
                 for files in metadata:
                     writer.add(files)
                 db.commit()
-            with open(scratch, "rb") as file:
-                os.fsync(file.fileno())
             # Another process may build the same revision at the same time; both
             # results are identical, and rename makes whichever lands last whole.
-            os.replace(scratch, path)
+            replace_durably(scratch, path)
         finally:
             Path(scratch).unlink(missing_ok=True)
 

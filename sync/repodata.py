@@ -19,6 +19,7 @@ from pathlib import Path
 
 import createrepo_c
 
+from retracer.sync.durable import fsync_path, replace_durably
 from retracer.sync.errors import PublishFailed
 
 log = logging.getLogger(__name__)
@@ -168,11 +169,9 @@ def _swap(repodata: Path, staging: Path, repomd: createrepo_c.Repomd) -> None:
     previous = _referenced(repodata / REPOMD)
     current = {Path(record.location_href).name for record in repomd.records}
     for name in current:
-        _fsync(staging / name)
+        fsync_path(staging / name)
         os.replace(staging / name, repodata / name)
-    _fsync(staging / REPOMD)
-    os.replace(staging / REPOMD, repodata / REPOMD)  # the moment readers switch
-    _fsync(repodata)
+    replace_durably(staging / REPOMD, repodata / REPOMD)  # the moment readers switch
     for path in repodata.iterdir():
         if path.name not in current | previous | {REPOMD}:
             path.unlink(missing_ok=True)
@@ -217,11 +216,3 @@ def _record_path(repository: Path, kind: str) -> Path | None:
     except (createrepo_c.CreaterepoCError, OSError):
         return None
     return found.path if found else None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

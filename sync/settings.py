@@ -88,7 +88,8 @@ class ReleaseSettings:
         return tuple(dict.fromkeys(key for u in self.upstreams for key in u.gpgkey))
 
     @property
-    def release(self) -> Release:
+    def parsed_id(self) -> Release:
+        """The id's parts: distribution, version and architecture."""
         return Release.parse(self.id)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from retracer.server.config import Config, config_from_mapping
-from tests.podman_service import PodmanLauncher, PodmanService
-from tests.testos.fixture import testos, testos_i386  # noqa: F401  (session fixtures)
+from testing.podman_service import PodmanLauncher, PodmanService
+from testing.testos.fixture import testos, testos_i386  # noqa: F401  (session fixtures)
 
 
 @pytest.fixture(scope="session")

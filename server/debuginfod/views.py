@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from retracer.builder.layout import repository_index_dir
-from retracer.server import errors
+from retracer.server import error_replies
 from retracer.server.config import Config
 from retracer.server.debuginfod.artifacts import (
     Artifact,
@@ -98,7 +98,7 @@ def create_debuginfod_app(config: Config) -> Flask:
     """The app of ``retracer debuginfod``: the debuginfod requests and /metrics only."""
     app = Flask(__name__)
     registry = CollectorRegistry()
-    errors.init_app(app)
+    error_replies.init_app(app)
     init_app(app, config, registry)
 
     def metrics() -> Response:

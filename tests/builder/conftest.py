@@ -10,8 +10,8 @@ import pytest
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, config_from_mapping
-from tests.podman_service import PodmanService
-from tests.testos import Testos
+from testing.podman_service import PodmanService
+from testing.testos import Testos
 
 
 class RecordingObserver:
@@ -64,11 +64,21 @@ def retraced(analyzer: Analyzer, testos: Testos) -> Callable[[str], RetraceResul
     return get
 
 
-@pytest.fixture(autouse=True)
-def no_container_left_behind(podman_service: PodmanService) -> Iterator[None]:
-    yield
-    names = podman_service.cli("ps", "--all", "--format", "{{.Names}}").stdout.split()
-    assert [n for n in names if n.startswith("retracer-")] == []
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test that used podman fails if it left a retracer container behind.
+
+    Checked in the test's own call phase (so it fails as the test, not as a
+    teardown error of a fixture), and only where the private podman service ran:
+    pure tests pay nothing.
+    """
+    result = yield
+    service = getattr(item, "funcargs", {}).get("podman_service")
+    if isinstance(service, PodmanService):
+        names = service.cli("ps", "--all", "--format", "{{.Names}}").stdout.split()
+        left = [n for n in names if n.startswith("retracer-")]
+        assert left == [], f"containers left behind: {left}"
+    return result
 
 
 @pytest.fixture

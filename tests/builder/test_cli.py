@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from retracer.server.config import Config
-from tests.testos import Testos
+from testing.testos import Testos
 
 
 def retracer(
@@ -97,6 +97,9 @@ def test_hostile_archive_is_refused_like_an_upload(
         tar.addfile(link)
     run = retracer(retrace_config, testos, tmp_path, "retrace", "--quiet", str(archive))
     assert run.returncode == 1
-    assert run.stderr.startswith("retracer: ")
-    assert "coredump" in run.stderr and "symbolic link" in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+    # The very sentence /create answers the same archive with (tests/server/test_uploads).
+    assert run.stderr == (
+        "retracer: The archive member 'coredump' is a symbolic link;"
+        " only regular files are accepted.\n"
+    )
+    assert run.stdout == ""

@@ -15,7 +15,7 @@ from retracer.builder.errors import CoreRejected, ProblemRejected
 from retracer.builder.problem import read_problem
 from retracer.server.config import config_from_mapping
 from retracer.sync.errors import UnknownRelease
-from tests.server.archives import PROBLEM, abrt_archive, elf_core
+from testing.server.archives import PROBLEM, abrt_archive, elf_core
 
 RELEASES = [
     {

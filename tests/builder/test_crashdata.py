@@ -30,7 +30,7 @@ from collections.abc import Callable
 import pytest
 
 from retracer.builder.model import RetraceResult
-from tests.testos import Testos
+from testing.testos import Testos
 
 Retraced = Callable[[str], RetraceResult]
 

@@ -23,12 +23,12 @@ from retracer.builder.debuginfod import DebuginfodClient
 from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, config_from_mapping
 from retracer.sync.repodata import publish
+from testing.server.live import ThreadServer
+from testing.testos import Testos
+from testing.testos.build import layers_dir
+from testing.testos.rpms import DEBUGINFO_WITHHELD, build_app_rpms
+from testing.testos.target import X86_64
 from tests.builder.conftest import RecordingObserver
-from tests.server.live import ThreadServer
-from tests.testos import Testos
-from tests.testos.build import layers_dir
-from tests.testos.rpms import DEBUGINFO_WITHHELD, build_app_rpms
-from tests.testos.target import X86_64
 
 STALLED_TIMEOUT_SECONDS = 3.0
 

@@ -18,7 +18,7 @@ from retracer.builder.problem import read_problem
 from retracer.builder.report import split_output
 from retracer.builder.retrace import DRIVER_IN_SANDBOX, Analyzer
 from retracer.builder.sandbox import Sandbox
-from tests.testos import Testos
+from testing.testos import Testos
 
 MARKER = "----- exactness -----"
 

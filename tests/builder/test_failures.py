@@ -1,4 +1,9 @@
-"""Bad crashes fail cleanly, each with one sentence a person can act on."""
+"""Bad crashes fail cleanly, each with one sentence a person can act on.
+
+Most are refused by :func:`read_problem`, the first step of every retrace (and of
+every upload), before any container starts: those cases need neither the analyzer
+nor podman. The others run the real analyzer.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from retracer.builder.errors import BuilderError
+from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
-from retracer.server.config import Config
+from retracer.server.config import Config, config_from_mapping
 from retracer.sync.errors import SyncError
-from tests.testos import Testos
+from retracer.sync.settings import ReleaseSettings
+from testing.testos import Testos
 
 ProblemCopy = Callable[[str], Path]
 
@@ -33,9 +40,25 @@ def core_header(e_type: int = 4, phnum: int = 1, note_size: int = 0x100) -> byte
 def failure(analyzer: Analyzer, problem: Path) -> str:
     with pytest.raises((BuilderError, SyncError)) as caught:
         analyzer.retrace(problem)
-    reason = caught.value.reason
+    return sentence(caught.value.reason)
+
+
+def refusal(releases: tuple[ReleaseSettings, ...], problem: Path) -> str:
+    """Why the problem directory's own check refuses it."""
+    with pytest.raises((BuilderError, SyncError)) as caught:
+        read_problem(problem, releases)
+    return sentence(caught.value.reason)
+
+
+def sentence(reason: str) -> str:
     assert "\n" not in reason and reason.endswith(".")
     return reason
+
+
+@pytest.fixture
+def releases(testos: Testos, tmp_path: Path) -> tuple[ReleaseSettings, ...]:
+    """The configured testos release, with no podman service behind it."""
+    return config_from_mapping({"releases": [testos.release_config()]}, tmp_path).releases
 
 
 @pytest.mark.parametrize(
@@ -62,20 +85,25 @@ def failure(analyzer: Analyzer, problem: Path) -> str:
     ids=["empty", "not-elf", "elf-not-core", "truncated", "truncated-headers"],
 )
 def test_hostile_core_is_refused_with_a_reason(
-    analyzer: Analyzer, problem_copy: ProblemCopy, damage: Callable[[Path], object], reason: str
+    releases: tuple[ReleaseSettings, ...],
+    problem_copy: ProblemCopy,
+    damage: Callable[[Path], object],
+    reason: str,
 ) -> None:
     problem = problem_copy("crasher")
     damage(problem / "coredump")
-    assert failure(analyzer, problem).startswith(reason)
+    assert refusal(releases, problem).startswith(reason)
 
 
-def test_core_with_a_huge_note_is_refused(analyzer: Analyzer, problem_copy: ProblemCopy) -> None:
+def test_core_with_a_huge_note_is_refused(
+    releases: tuple[ReleaseSettings, ...], problem_copy: ProblemCopy
+) -> None:
     problem = problem_copy("crasher")
     core = problem / "coredump"
     with core.open("wb") as file:
         file.write(core_header(note_size=200 << 20))
         file.truncate((200 << 20) + 0x2000)  # sparse: the note "fits" in the file
-    assert failure(analyzer, problem) == (
+    assert refusal(releases, problem) == (
         "The core cannot be used: its notes are implausibly large (209715200 bytes)."
     )
 
@@ -89,12 +117,12 @@ def test_core_with_no_modules_fails_in_the_sandbox(
 
 
 def test_unknown_release_lists_the_supported_ones(
-    analyzer: Analyzer, problem_copy: ProblemCopy
+    releases: tuple[ReleaseSettings, ...], problem_copy: ProblemCopy
 ) -> None:
     problem = problem_copy("crasher")
     (problem / "os_release").write_text("Fedora release 41 (Forty One)\n")
     (problem / "os_info").unlink()
-    assert failure(analyzer, problem) == (
+    assert refusal(releases, problem) == (
         "Unknown release 'fedora-41-x86_64'; this server supports: testos-1-x86_64."
     )
 
@@ -119,14 +147,18 @@ def test_package_not_in_the_repository(analyzer: Analyzer, problem_copy: Problem
     ],
 )  # fmt: skip
 def test_bad_problem_files(
-    analyzer: Analyzer, problem_copy: ProblemCopy, member: str, content: str | None, reason: str
+    releases: tuple[ReleaseSettings, ...],
+    problem_copy: ProblemCopy,
+    member: str,
+    content: str | None,
+    reason: str,
 ) -> None:
     problem = problem_copy("crasher")
     if content is None:
         (problem / member).unlink()
     else:
         (problem / member).write_text(content)
-    assert failure(analyzer, problem) == reason
+    assert refusal(releases, problem) == reason
 
 
 def test_podman_down_is_one_clear_sentence(

@@ -11,7 +11,7 @@ from retracer.builder.model import RetraceResult
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import BindMount, Sandbox
-from tests.testos import Testos
+from testing.testos import Testos
 
 # Where gdb looks for crasher's Python auto-load script (in its default safe path),
 # by its path on the crashed machine and by its path in the view gdb reads it from.

@@ -20,8 +20,8 @@ from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import RunSpec, Sandbox
 from retracer.server.config import Config, config_from_mapping
 from retracer.sync.settings import ReleaseSettings
+from testing.testos import Testos
 from tests.sync.two_arch import two_arch_repository
-from tests.testos import Testos
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from retracer.builder.sandbox import Sandbox
 from retracer.server.config import Config
 from retracer.sync.mirror import sync_release
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
-from tests.sync.served import UpstreamRepository, UpstreamServer
-from tests.testos import Testos
+from testing.sync.served import UpstreamRepository, UpstreamServer
+from testing.testos import Testos
 
 OLD_VERSIONS = (
     "crasher-1.0-1",

@@ -10,8 +10,8 @@ from typing import Any
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
+from testing.testos import Testos
 from tests.builder.conftest import RecordingObserver
-from tests.testos import Testos
 
 Retraced = Callable[[str], RetraceResult]
 

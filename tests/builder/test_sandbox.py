@@ -18,8 +18,8 @@ from retracer.builder.retrace import Analyzer
 from retracer.builder.sandbox import RunOutput, RunSpec, Sandbox
 from retracer.builder.settings import SandboxLimits
 from retracer.server.config import config_from_mapping
-from tests.podman_service import PodmanService
-from tests.testos import Testos
+from testing.podman_service import PodmanService
+from testing.testos import Testos
 
 
 @pytest.fixture(scope="module", params=["testos", "testos_i386"])

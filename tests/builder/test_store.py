@@ -19,7 +19,7 @@ from retracer.sync.errors import PayloadUnreadable
 from retracer.sync.index import RepositoryIndex
 from retracer.sync.model import Package
 from retracer.sync.settings import ReleaseSettings
-from tests.testos import Testos
+from testing.testos import Testos
 
 
 def repository_files(testos: Testos, tmp_path: Path, *nvrs: str) -> dict[Package, Path]:

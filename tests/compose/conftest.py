@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from testing.podman_service import PodmanService
+from testing.testos import Testos
 from tests.compose import images
 from tests.compose.stack import HostPodmanLauncher, Stack
-from tests.podman_service import PodmanService
-from tests.testos import Testos
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cache import cache_root, digest_of
-from tests.testos.steps import cached_dir, run, step
+from testing.cache import cache_root, digest_of
+from testing.testos.steps import cached_dir, run, step
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_REPOSITORY = "localhost/retracer-test-debian-base"

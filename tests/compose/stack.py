@@ -20,8 +20,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from testing.podman_service import PodmanLauncher
 from tests.compose.images import REPO
-from tests.podman_service import PodmanLauncher
 
 
 class HostPodmanLauncher(PodmanLauncher):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from retracer.server.submit import RetraceClient, SubmitError
+from testing.testos import Testos
+from testing.testos.problem import write_archive
 from tests.compose.stack import Stack
-from tests.testos import Testos
-from tests.testos.problem import write_archive
 
 pytestmark = [
     pytest.mark.compose,

@@ -1,7 +1,8 @@
-"""Fuzz target: the archive reader and member checks (server.archive + Spool.unpack).
+"""Fuzz target: the archive reader and member checks (builder.archive + unpack_problem).
 
-Whatever the bytes, unpacking ends in a few ways only: success, or a ServerError
-with a 4xx status and one sentence; nothing but known problem files is written.
+Whatever the bytes, unpacking ends in a few ways only: success, or an ArchiveError
+with one sentence, which the server answers with a 4xx status; nothing but known
+problem files is written.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retracer.server.config import ServerSettings
-from retracer.server.errors import ServerError, status_of
-from retracer.server.spool import MEMBER_LIMITS, Spool
+from retracer.builder.errors import ArchiveError
+from retracer.builder.problem_format import ARCHIVE_MEMBER_LIMITS, UnpackLimits, unpack_problem
+from retracer.server.errors import status_of, upload_refusal
+from testing.server import hostile
+from testing.server.archives import Member, regular, tar
 from tests.fuzz.mutations import FUZZ_SETTINGS, corpus, keep_if_failing, mutated
-from tests.server import hostile
-from tests.server.archives import Member, regular, tar
 
 TARGET = "archive"
-SETTINGS = ServerSettings(max_unpacked_size_mib=2, min_free_space_mib=0, xz_memory_limit_mib=16)
+LIMITS = UnpackLimits(max_unpacked_mib=2, xz_memory_limit_mib=16)
 
 TARS = [
     tar(regular()),
@@ -41,15 +42,16 @@ TARS = [
 
 def unpack(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        spool = Spool(Path(scratch), SETTINGS)
         crash = Path(scratch) / "crash"
         try:
-            spool.unpack(io.BytesIO(data), crash)  # type: ignore[arg-type]
-        except ServerError as error:
-            assert 400 <= status_of(error) < 500, error.reason
+            unpack_problem(io.BytesIO(data), crash, LIMITS)
+        except ArchiveError as error:
+            refusal = upload_refusal(error)
+            assert refusal.reason == error.reason
+            assert 400 <= status_of(refusal) < 500, error.reason
             assert "\n" not in error.reason and error.reason.endswith("."), error.reason
         if crash.exists():
-            assert {p.name for p in crash.iterdir()} <= set(MEMBER_LIMITS)
+            assert {p.name for p in crash.iterdir()} <= set(ARCHIVE_MEMBER_LIMITS)
 
 
 @pytest.mark.parametrize("path", corpus(TARGET), ids=lambda p: p.name)

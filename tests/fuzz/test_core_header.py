@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from retracer.builder.core import read_core_header
 from retracer.builder.errors import CoreRejected
+from testing.server.archives import elf_core
 from tests.fuzz.mutations import FUZZ_SETTINGS, corpus, keep_if_failing, mutated
-from tests.server.archives import elf_core
 
 TARGET = "core"
 

@@ -17,45 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from retracer.server.config import Config
-from tests.server.live import Served, ServeProcess, ThreadServer, write_config
-
-XZ_TAR = "application/x-xz-compressed-tar"
+from testing.server.live import Served, ServeProcess, ThreadServer, settings_mapping, write_config
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "analyzer: runs real retraces of the testos crashes (podman, a few minutes)"
     )
-
-
-def settings_mapping(
-    tmp_path: Path, podman_url: str | None = None, **server: Any
-) -> dict[str, Any]:
-    """Server settings under tmp_path. Without ``podman_url`` the builder points at a
-    socket that does not exist, so no test reaches the host's own podman."""
-    return {
-        "data_dir": str(tmp_path / "data"),
-        # The tests upload far more often than a client would; the limits have their own.
-        "server": {
-            "port": 0,
-            "min_free_space_mib": 1,
-            "creates_per_client": 10_000,
-            "uploads_per_client": 10_000,
-            **server,
-        },
-        "builder": {"podman_url": podman_url or f"unix://{tmp_path}/no-podman.sock"},
-        "releases": [
-            {
-                "id": "testos-1-x86_64",
-                "os_release": "TestOS release 1 (Demo)",
-                "repositories": [str(tmp_path / "no-such-repository")],
-                "bootstrap": {},
-            }
-        ],
-    }
 
 
 @pytest.fixture
@@ -129,9 +99,3 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)
-
-
-def upload(url: str, body: bytes, content_type: str = XZ_TAR, **headers: str) -> requests.Response:
-    return requests.post(
-        f"{url}/create", data=body, headers={"Content-Type": content_type, **headers}, timeout=60
-    )

@@ -10,6 +10,7 @@ import pytest
 
 from retracer.server.config import Config, load_config
 from retracer.server.errors import ConfigError
+from retracer.server.packages import PackageCatalog
 from retracer.sync.errors import UnknownRelease
 
 RELEASE = """
@@ -39,11 +40,12 @@ def test_embedded_default_serves_the_demo_release(monkeypatch: pytest.MonkeyPatc
 
 def test_values_are_typed_and_paths_relative_to_the_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "server:\n  port: 9000\n" + RELEASE))
-    release = config.release("fedora-41-x86_64")
+    (release,) = config.releases
+    assert release.id == "fedora-41-x86_64"
     assert config.server.port == 9000
     assert release.version_id == "41"  # YAML's number becomes the declared string
     assert release.repositories == (tmp_path / "repo/fedora-41",)
-    assert release.release.arch == "x86_64"
+    assert release.parsed_id.arch == "x86_64"
 
 
 def test_environment_variable_names_the_file(
@@ -90,8 +92,9 @@ def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
 
 def test_unknown_release_lists_the_supported_ones(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, RELEASE))
+    catalog = PackageCatalog(config.releases, tmp_path / "index")
     with pytest.raises(UnknownRelease) as caught:
-        config.release("fedora-40-x86_64")
+        catalog.find("crasher-1.0-1", "x86_64", "fedora-40-x86_64")
     assert caught.value.reason == (
         "Unknown release 'fedora-40-x86_64'; this server supports: fedora-41-x86_64."
     )

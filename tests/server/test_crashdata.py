@@ -7,20 +7,17 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from retracer.server.tasks import TaskStore
-from tests.podman_service import PodmanService
-from tests.server.live import ServeProcess
-from tests.server.test_full_flow import create, retrace_settings
-from tests.server.test_worker import get, wait_finished
-from tests.testos import Testos
-from tests.testos.problem import ARCHIVE_MEMBERS
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, retrace_settings
+from testing.testos import Testos
+from testing.testos.problem import ARCHIVE_MEMBERS
+from tests.server.client import create_task, get, wait_finished
 
 pytestmark = pytest.mark.analyzer
 
@@ -38,12 +35,14 @@ RATINGS = {
 
 @pytest.fixture
 def abrt_server(
-    serve_process: Callable[[dict[str, Any]], ServeProcess],
+    serve_process: ServeFactory,
     tmp_path: Path,
     testos: Testos,
     podman_service: PodmanService,
 ) -> str:
-    settings = retrace_settings(tmp_path, testos, podman_service, protocol_profile="abrt")
+    settings = retrace_settings(
+        tmp_path, podman_service.url, testos.release_config(), protocol_profile="abrt"
+    )
     return serve_process(settings).start()
 
 
@@ -56,7 +55,7 @@ def test_every_class_is_rated_at_exploitable_in_the_abrt_profile(
     abrt_server: str, testos: Testos
 ) -> None:
     url = abrt_server
-    tasks = {name: create(url, testos.crashes[name].archive) for name in RATINGS}
+    tasks = {name: create_task(url, testos.crashes[name].archive) for name in RATINGS}
     for name, (task_id, password) in tasks.items():
         status, _ = wait_finished(url, task_id, password, timeout=600)
         assert status == "FINISHED_SUCCESS", name
@@ -82,19 +81,11 @@ def test_every_class_is_rated_at_exploitable_in_the_abrt_profile(
 
 def test_core_backtrace_needs_the_password(abrt_server: str, testos: Testos) -> None:
     url = abrt_server
-    task_id, password = create(url, testos.crashes["exploit-fpe"].archive)
+    task_id, password = create_task(url, testos.crashes["exploit-fpe"].archive)
     wait_finished(url, task_id, password, timeout=600)
     for document in ("core_backtrace", "exploitable"):
         assert get(url, f"/{task_id}/{document}", "wrong").status_code == 403
         assert get(url, f"/999999999/{document}", password).status_code == 404
-
-
-def upload(url: str, body: bytes, content_type: str) -> tuple[str, str]:
-    response = requests.post(
-        f"{url}/create", data=body, headers={"Content-Type": content_type}, timeout=60
-    )
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
 
 
 def plain_tar(problem_dir: Path, core: bytes) -> bytes:
@@ -114,11 +105,11 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
 ) -> None:
     url = abrt_server
     crash = testos.crashes["crasher"]
-    first_id, first_password = create(url, crash.archive)
+    first_id, first_password = create_task(url, crash.archive)
     assert wait_finished(url, first_id, first_password, timeout=600)[0] == "FINISHED_SUCCESS"
 
     # The same core again, packed the other way (plain tar: spliced, never in Python).
-    second_id, second_password = upload(
+    second_id, second_password = create_task(
         url, plain_tar(crash.problem_dir, crash.core.read_bytes()), "application/x-tar"
     )
     assert wait_finished(url, second_id, second_password, timeout=600)[0] == "FINISHED_SUCCESS"
@@ -145,7 +136,7 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
     assert "retracer_results_reused_total 1.0" in metrics
 
     # The very same archive again: reused too, with yet another password.
-    third_id, third_password = create(url, crash.archive)
+    third_id, third_password = create_task(url, crash.archive)
     assert wait_finished(url, third_id, third_password, timeout=600)[0] == "FINISHED_SUCCESS"
     assert third_password not in (first_password, second_password)
     assert "Result reused" in get(url, f"/{third_id}/log", third_password).text
@@ -156,7 +147,7 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
     assert "retracer_results_reused_total 2.0" in requests.get(f"{url}/metrics", timeout=10).text
 
     # One byte more makes another core of the same program: a real retrace.
-    other_id, other_password = upload(
+    other_id, other_password = create_task(
         url, plain_tar(crash.problem_dir, crash.core.read_bytes() + b"\0"), "application/x-tar"
     )
     assert wait_finished(url, other_id, other_password, timeout=600)[0] == "FINISHED_SUCCESS"

@@ -29,8 +29,8 @@ from elftools.elf.elffile import ELFFile
 from retracer.server.config import Config
 from retracer.server.debuginfod.artifacts import Artifact, ArtifactCache, canonical_source_path
 from retracer.server.sendfile import read_headers
-from tests.server.live import Served, write_config
-from tests.testos import Testos
+from testing.server.live import Served, write_config
+from testing.testos import Testos
 
 TOOL_TIMEOUT = 120
 

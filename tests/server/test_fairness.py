@@ -18,9 +18,9 @@ import pytest
 from retracer.server.clients import client_address, trusted_networks
 from retracer.server.config import Config
 from retracer.server.ratelimit import SlidingWindow
-from tests.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar
-from tests.server.conftest import XZ_TAR
-from tests.server.live import Served
+from testing.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar
+from testing.server.live import Served
+from tests.server.client import XZ_TAR
 
 OWNER = "127.0.0.1"
 STRANGER = "127.0.0.2"

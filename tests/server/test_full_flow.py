@@ -8,31 +8,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.podman_service import PodmanService
-from tests.server.conftest import XZ_TAR, settings_mapping
-from tests.server.live import ServeProcess
-from tests.server.test_worker import get, wait_finished
-from tests.testos import Testos
+from retracer.server.config import config_from_mapping
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, ThreadServer, retrace_settings, settings_mapping
+from testing.testos import Testos
+from tests.server.client import create_task, get, wait_finished
 
 pytestmark = pytest.mark.analyzer
-ServeFactory = Callable[[dict[str, Any]], ServeProcess]
-
-
-def retrace_settings(
-    tmp_path: Path, testos: Testos, podman_service: PodmanService, **server: Any
-) -> dict[str, Any]:
-    return {
-        **settings_mapping(tmp_path, **server),
-        "builder": {"podman_url": podman_service.url},
-        "releases": [testos.release_config()],
-    }
 
 
 @pytest.fixture
@@ -40,17 +29,22 @@ def retrace_server(
     serve_process: ServeFactory, tmp_path: Path, testos: Testos, podman_service: PodmanService
 ) -> Callable[..., str]:
     def start(**server: Any) -> str:
-        return serve_process(retrace_settings(tmp_path, testos, podman_service, **server)).start()
+        data = retrace_settings(tmp_path, podman_service.url, testos.release_config(), **server)
+        return serve_process(data).start()
 
     return start
 
 
-def create(url: str, archive: Path) -> tuple[str, str]:
-    response = requests.post(
-        f"{url}/create", data=archive.read_bytes(), headers={"Content-Type": XZ_TAR}, timeout=60
-    )
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
+@pytest.fixture(scope="module")
+def package_server(tmp_path_factory: pytest.TempPathFactory, testos: Testos) -> Iterator[str]:
+    """The app in this process on a real socket, serving testos: /checkpackage needs
+    the repository index only, neither a worker nor podman, so one server answers
+    every case."""
+    folder = tmp_path_factory.mktemp("checkpackage")
+    data = {**settings_mapping(folder), "releases": [testos.release_config()]}
+    server = ThreadServer(config_from_mapping(data, folder))
+    yield server.start().url
+    server.stop()
 
 
 @pytest.mark.parametrize(
@@ -63,14 +57,13 @@ def create(url: str, archive: Path) -> tuple[str, str]:
     ],
 )
 def test_checkpackage_answers_from_the_repository(
-    retrace_server: Callable[..., str], nvr: str, arch: str, release: str | None, code: int
+    package_server: str, nvr: str, arch: str, release: str | None, code: int
 ) -> None:
     headers = {"X-Package-NVR": nvr, "X-Package-Arch": arch}
     if release:
         headers["X-OS-Release"] = release
-    url = retrace_server()
     response = requests.get(
-        f"{url}/checkpackage", headers=headers, allow_redirects=False, timeout=60
+        f"{package_server}/checkpackage", headers=headers, allow_redirects=False, timeout=60
     )
     assert response.status_code == code, response.text
     assert "Location" not in response.headers
@@ -79,7 +72,7 @@ def test_checkpackage_answers_from_the_repository(
 def test_seed_profile_full_flow(retrace_server: Callable[..., str], testos: Testos) -> None:
     crash = testos.crashes["crasher"]
     url = retrace_server()
-    task_id, password = create(url, crash.archive)
+    task_id, password = create_task(url, crash.archive)
     status, password = wait_finished(url, task_id, password, timeout=600)
     assert status == "FINISHED_SUCCESS"
 
@@ -88,7 +81,10 @@ def test_seed_profile_full_flow(retrace_server: Callable[..., str], testos: Test
     assert crash.crash_function in backtrace.text
     assert crash.newer_function not in backtrace.text
     report = get(url, f"/{task_id}/backtrace.json", backtrace.headers["X-Task-Password"])
-    assert isinstance(json.loads(report.text), dict)
+    assert report.status_code == 200
+    document = json.loads(report.text)
+    assert document["package"] == "crasher-1.0-1.x86_64"
+    assert document["crash_function"] == crash.crash_function
     log = get(url, f"/{task_id}/log", report.headers["X-Task-Password"])
     assert "Generating backtrace" in log.text
     exploitable = get(url, f"/{task_id}/exploitable", log.headers["X-Task-Password"])
@@ -101,7 +97,7 @@ def test_seed_profile_full_flow(retrace_server: Callable[..., str], testos: Test
 def test_abrt_profile_full_flow(retrace_server: Callable[..., str], testos: Testos) -> None:
     crash = testos.crashes["crasher"]
     url = retrace_server(protocol_profile="abrt")
-    task_id, password = create(url, crash.archive)
+    task_id, password = create_task(url, crash.archive)
     status, _ = wait_finished(url, task_id, password, timeout=600)
     assert status == "FINISHED_SUCCESS"
     assert get(url, f"/{task_id}", password).text == "Retrace job finished successfully"

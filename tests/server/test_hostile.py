@@ -14,21 +14,16 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar, xz
-from tests.server.conftest import XZ_TAR, settings_mapping
-from tests.server.hostile import CORPUS, Case
-from tests.server.live import ServeProcess
-from tests.server.test_uploads import HOSTILE
-from tests.server.test_worker import wait_finished
-
-ServeFactory = Callable[[dict[str, Any]], ServeProcess]
+from testing.server.archives import PROBLEM, abrt_archive, elf_core, regular, tar, xz
+from testing.server.hostile import CORPUS, HOSTILE, Case
+from testing.server.live import ServeFactory, settings_mapping
+from tests.server.client import XZ_TAR, create_task, wait_finished
 
 ALL_CASES = {**{name: Case(*case) for name, case in HOSTILE.items()}, **CORPUS}
 MAX_RSS_KIB = 150 * 1024
@@ -48,17 +43,6 @@ def spool_entries(tmp_path: Path, folder: str) -> set[str]:
 def address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").split(":")
     return host, int(port)
-
-
-def create(url: str, body: bytes | None = None) -> tuple[str, str]:
-    response = requests.post(
-        f"{url}/create",
-        data=abrt_archive() if body is None else body,
-        headers={"Content-Type": XZ_TAR},
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
 
 
 def start_upload(url: str, body: bytes, sent: int) -> socket.socket:
@@ -99,7 +83,7 @@ def test_hostile_corpus_gets_a_4xx_within_a_second(
     assert spool_entries(tmp_path, "tasks") == set()
     assert server.process is not None
     assert peak_rss_kib(server.process.pid) < MAX_RSS_KIB
-    create(url)  # and the server still works
+    create_task(url)  # and the server still works
 
 
 def test_idle_uploads_cost_no_thread_and_are_dropped_at_the_timeout(
@@ -117,7 +101,7 @@ def test_idle_uploads_cost_no_thread_and_are_dropped_at_the_timeout(
     silent = socket.create_connection(address(url), timeout=30)
     silent.sendall(b"POST /create HTTP/1.1\r\nHost: x\r\n")  # headers never finish
 
-    task_id, password = create(url)
+    task_id, password = create_task(url)
     for _ in range(5):
         status = requests.get(f"{url}/{task_id}", headers={"X-Task-Password": password}, timeout=2)
         assert (status.status_code, status.headers["X-Task-Status"]) == (200, "PENDING")
@@ -182,7 +166,7 @@ def test_kill_9_mid_upload_and_right_after_a_201_loses_nothing(
     while not spool_entries(tmp_path, "incoming"):  # the upload is being unpacked
         assert time.monotonic() < deadline, "the upload never reached the spool"
         time.sleep(0.02)
-    accepted = create(url)
+    accepted = create_task(url)
     server.kill()  # right after the 201, with the other upload half-way
     cut_off.close()
 
@@ -216,7 +200,7 @@ def test_a_full_spool_answers_507_and_loses_nothing(
 ) -> None:
     data = settings_mapping(tmp_path, min_free_space_mib=1, max_unpacked_size_mib=64)
     url = serve_process(data).start("--no-worker")
-    first = create(url)
+    first = create_task(url)
     kept = {p.name: p.read_bytes() for p in (small_spool / "tasks" / first[0] / "crash").iterdir()}
 
     # One upload of a 14 MiB core is half-way; another one would fit in what is free
@@ -262,7 +246,7 @@ def test_full_queue_counts_uploads_in_flight(serve_process: ServeFactory, tmp_pa
     url = serve_process(settings_mapping(tmp_path, workers=1, max_queued_tasks=1)).start(
         "--no-worker"
     )
-    create(url)
+    create_task(url)
     body = tar(regular({**PROBLEM, "coredump": elf_core(size=2 << 20)}))
     in_flight = start_upload(url, body, 1 << 20)
     deadline = time.monotonic() + 10
@@ -305,4 +289,4 @@ def test_busy_upload_slots_answer_503_and_spare_other_requests(
     holder.sendall(body[1 << 20 :])
     assert answer(holder).startswith(b"HTTP/1.1 201 ")
     holder.close()
-    create(url)
+    create_task(url)

@@ -7,45 +7,47 @@ i686 and i586 into i386) and send ``X-Package-Arch: i686`` (``uname -m``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.podman_service import PodmanService
-from tests.server.conftest import settings_mapping
-from tests.server.live import ServeProcess
-from tests.server.test_full_flow import create
-from tests.server.test_worker import get, wait_finished
-from tests.testos import Testos
+from retracer.server.config import config_from_mapping
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, ThreadServer, retrace_settings, settings_mapping
+from testing.testos import Testos
+from tests.server.client import create_task, get, upload, wait_finished
 
 pytestmark = pytest.mark.analyzer
-ServeFactory = Callable[[dict[str, Any]], ServeProcess]
 
 
 def serve_releases(
     serve_process: ServeFactory, tmp_path: Path, podman: PodmanService, *releases: Testos
 ) -> str:
-    return serve_process(
-        {
-            **settings_mapping(tmp_path),
-            "builder": {"podman_url": podman.url},
-            "releases": [release.release_config() for release in releases],
-        }
-    ).start()
+    configs = [release.release_config() for release in releases]
+    return serve_process(retrace_settings(tmp_path, podman.url, *configs)).start()
 
 
-def test_settings_list_both_releases(
-    serve_process: ServeFactory,
-    tmp_path: Path,
-    podman_service: PodmanService,
-    testos: Testos,
-    testos_i386: Testos,
-) -> None:
-    url = serve_releases(serve_process, tmp_path, podman_service, testos, testos_i386)
-    lines = requests.get(f"{url}/settings", timeout=30).text.split("\n")
+@pytest.fixture(scope="module")
+def both_releases(
+    tmp_path_factory: pytest.TempPathFactory, testos: Testos, testos_i386: Testos
+) -> Iterator[str]:
+    """The app in this process on a real socket, serving both releases: /settings and
+    /checkpackage need neither a worker nor podman, so one server answers them all."""
+    url, server = in_process(tmp_path_factory.mktemp("both"), testos, testos_i386)
+    yield url
+    server.stop()
+
+
+def in_process(folder: Path, *releases: Testos) -> tuple[str, ThreadServer]:
+    data = {**settings_mapping(folder), "releases": [r.release_config() for r in releases]}
+    server = ThreadServer(config_from_mapping(data, folder))
+    return server.start().url, server
+
+
+def test_settings_list_both_releases(both_releases: str) -> None:
+    lines = requests.get(f"{both_releases}/settings", timeout=30).text.split("\n")
 
     (supported,) = [line for line in lines if line.startswith("supported_releases ")]
     assert supported.split(" ")[1:] == ["testos-1-x86_64", "testos-1-i386"]
@@ -62,21 +64,13 @@ def test_settings_list_both_releases(
     ],
 )
 def test_checkpackage_finds_the_i686_build(
-    serve_process: ServeFactory,
-    tmp_path: Path,
-    podman_service: PodmanService,
-    testos: Testos,
-    testos_i386: Testos,
-    arch: str,
-    release: str | None,
-    code: int,
+    both_releases: str, arch: str, release: str | None, code: int
 ) -> None:
-    url = serve_releases(serve_process, tmp_path, podman_service, testos, testos_i386)
     headers = {"X-Package-NVR": "libcrash-2.0-1", "X-Package-Arch": arch}
     if release:
         headers["X-OS-Release"] = release
     response = requests.get(
-        f"{url}/checkpackage", headers=headers, allow_redirects=False, timeout=60
+        f"{both_releases}/checkpackage", headers=headers, allow_redirects=False, timeout=60
     )
     assert response.status_code == code, response.text
     assert "Location" not in response.headers
@@ -91,7 +85,7 @@ def test_32_bit_crash_is_retraced_with_the_old_i686_packages(
 ) -> None:
     crash = testos_i386.crashes["crasher"]
     url = serve_releases(serve_process, tmp_path, podman_service, testos, testos_i386)
-    task_id, password = create(url, crash.archive)
+    task_id, password = create_task(url, crash.archive)
     status, password = wait_finished(url, task_id, password, timeout=600)
     assert status == "FINISHED_SUCCESS"
 
@@ -111,27 +105,15 @@ def test_32_bit_crash_is_retraced_with_the_old_i686_packages(
 
 
 def test_32_bit_crash_on_a_server_without_an_i386_release_is_an_unknown_release(
-    serve_process: ServeFactory,
-    tmp_path: Path,
-    podman_service: PodmanService,
-    testos: Testos,
-    testos_i386: Testos,
+    tmp_path: Path, testos: Testos, testos_i386: Testos
 ) -> None:
-    # Today the upload is accepted and the task fails with the reason; once uploads are
-    # checked at /create, the same sentence comes back there as a 4xx.
-    url = serve_releases(serve_process, tmp_path, podman_service, testos)
-    reason = "Unknown release 'testos-1-i386'; this server supports: testos-1-x86_64."
-    response = requests.post(
-        f"{url}/create",
-        data=testos_i386.crashes["crasher"].archive.read_bytes(),
-        headers={"Content-Type": "application/x-xz-compressed-tar"},
-        timeout=60,
+    """The crash is checked at /create, before a task exists: a 403 with the sentence."""
+    url, server = in_process(tmp_path, testos)
+    try:
+        response = upload(url, testos_i386.crashes["crasher"].archive.read_bytes())
+    finally:
+        server.stop()
+    assert response.status_code == 403
+    assert response.text == (
+        "Unknown release 'testos-1-i386'; this server supports: testos-1-x86_64.\n"
     )
-    if response.status_code != 201:
-        assert 400 <= response.status_code < 500
-        assert reason in response.text
-        return
-    task_id, password = response.headers["X-Task-Id"], response.headers["X-Task-Password"]
-    status, password = wait_finished(url, task_id, password, timeout=120)
-    assert status == "FINISHED_FAILURE"
-    assert reason in get(url, f"/{task_id}/log", password).text

@@ -1,4 +1,4 @@
-"""The wire contract of PROTOCOL.md, over real HTTP against gevent's WSGIServer."""
+"""The wire contract of the ABRT retrace protocol, over real HTTP against gevent's WSGIServer."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ from retracer.server.app import create_app
 from retracer.server.auth import digest
 from retracer.server.config import Config
 from retracer.server.tasks import TaskStore
-from tests.server.archives import abrt_archive
-from tests.server.conftest import upload
-from tests.server.live import Served
-
-
-def create_task(url: str) -> tuple[str, str]:
-    response = upload(url, abrt_archive())
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
+from testing.server.archives import abrt_archive
+from testing.server.live import Served
+from tests.server.client import create_task, upload
 
 
 def raw_request(url: str, method: str, path: str, body: bytes | None = None,
@@ -204,7 +198,7 @@ def test_metrics_count_uploads(served: Served) -> None:
     assert "retracer_queue_length 1.0" in text
 
 
-# /create's refusals, in PROTOCOL.md's order: 503, 405, 415, 411, 413, 507.
+# /create's refusals, in the original retrace server's order: 503, 405, 415, 411, 413, 507.
 
 
 def test_full_server_answers_503_even_before_the_method(

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import lzma
+import re
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from retracer.server.submit import SubmitError, pack_problem_dir
-from tests.server.archives import PROBLEM
-from tests.server.conftest import settings_mapping
-from tests.server.live import Served
-from tests.server.test_worker import ServeFactory
+from testing.server.archives import PROBLEM
+from testing.server.live import Served, ServeFactory, settings_mapping
 
 
 @pytest.fixture
@@ -55,7 +55,25 @@ def test_a_problem_dir_without_a_core_is_refused_locally(problem_dir: Path, tmp_
 def test_submit_prints_the_task_credentials(served: Served, problem_dir: Path) -> None:
     run = submit(str(problem_dir), "--server", served.url)
     assert run.returncode == 0, run.stderr
-    assert run.stderr.startswith("task ")
+    found = re.fullmatch(r"task (\d+) password (\S+)\n", run.stderr)
+    assert found, run.stderr
+    task_id, password = found.groups()
+    # The printed credentials are the task's: they open it on the server.
+    status = requests.get(
+        f"{served.url}/{task_id}", headers={"X-Task-Password": password}, timeout=10
+    )
+    assert status.status_code == 200, status.text
+    assert status.headers["X-Task-Status"] == "PENDING"
+
+
+def test_submit_wait_exits_3_when_the_task_does_not_finish_in_time(
+    served: Served, problem_dir: Path
+) -> None:
+    # No worker runs beside this server: the task stays queued.
+    run = submit(str(problem_dir), "--server", served.url, "--wait", "--timeout", "0")
+    assert run.returncode == 3, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"retracer: Task \d+ did not finish within 0 s\.", last), last
 
 
 def test_submit_wait_reports_a_failure_with_its_reason(

@@ -11,13 +11,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from retracer.server.config import Config
-from tests.server.archives import (
+from testing.server.archives import (
     PROBLEM,
     Member,
     abrt_archive,
@@ -26,135 +25,10 @@ from tests.server.archives import (
     regular,
     tar,
     xz,
-    xz_bomb,
 )
-from tests.server.conftest import XZ_TAR, settings_mapping, upload
-from tests.server.live import Served, ServeProcess
-
-ServeFactory = Callable[[dict[str, Any]], ServeProcess]
-
-# Incompressible, so that cutting the archive in half cuts the coredump.
-NOISY = abrt_archive({**PROBLEM, "coredump": random.Random(4).randbytes(1 << 16)})
-KNOWN = "coredump, executable, package, os_release, rootdir, os_release_in_rootdir, packages"
-ESCAPED = "/tmp/retracer-test-escaped"
-
-
-def member(reason: str) -> str:
-    return f"The archive member {reason}.\n"
-
-
-def sparse_member() -> bytes:
-    """A pax sparse file: a regular type whose data is a map of holes, not the bytes."""
-    info = tarfile.TarInfo("coredump")
-    data = b"1\n0\n4\n".ljust(512, b"\0") + b"core".ljust(512, b"\0")
-    info.size = len(data)
-    info.pax_headers = {
-        "GNU.sparse.major": "1",
-        "GNU.sparse.minor": "0",
-        "GNU.sparse.name": "coredump",
-        "GNU.sparse.realsize": "4",
-    }
-    return info.tobuf(tarfile.PAX_FORMAT) + data + bytes(1024)
-
-
-HOSTILE: dict[str, tuple[bytes, int, str]] = {
-    "absolute path": (
-        xz(tar([*regular(), Member(ESCAPED, b"owned")])),
-        403,
-        member(f"'{ESCAPED}' is an absolute path"),
-    ),
-    "parent traversal": (
-        xz(tar([*regular(), Member("../../../../escaped", b"owned")])),
-        403,
-        member("'../../../../escaped' is not a bare file name"),
-    ),
-    "subdirectory path": (
-        xz(tar([Member("./coredump", b"core")])),
-        403,
-        member("'./coredump' is not a bare file name"),
-    ),
-    "symbolic link": (
-        xz(tar([Member("coredump", kind=tarfile.SYMTYPE, link="/etc/shadow")])),
-        403,
-        member("'coredump' is a symbolic link; only regular files are accepted"),
-    ),
-    "hard link": (
-        xz(tar([*regular(), Member("packages", kind=tarfile.LNKTYPE, link="/etc/shadow")])),
-        403,
-        member("'packages' is a hard link; only regular files are accepted"),
-    ),
-    "character device": (
-        xz(tar([Member("coredump", kind=tarfile.CHRTYPE)])),
-        403,
-        member("'coredump' is a device; only regular files are accepted"),
-    ),
-    "fifo": (
-        xz(tar([Member("rootdir", kind=tarfile.FIFOTYPE), *regular()])),
-        403,
-        member("'rootdir' is a fifo; only regular files are accepted"),
-    ),
-    "directory": (
-        xz(tar([Member("crash", kind=tarfile.DIRTYPE), *regular()])),
-        403,
-        member("'crash' is a directory; only regular files are accepted"),
-    ),
-    "duplicate name": (
-        xz(tar([*regular(), Member("coredump", b"second core")])),
-        403,
-        member("'coredump' appears twice"),
-    ),
-    "unknown member": (
-        xz(tar([*regular(), Member("evil.sh", b"rm -rf /")])),
-        403,
-        member(f"'evil.sh' is not a known problem file (known: {KNOWN})"),
-    ),
-    "oversize member": (
-        abrt_archive({**PROBLEM, "package": b"p" * 129}),
-        403,
-        member("'package' is larger than its 128-byte limit"),
-    ),
-    "missing coredump": (
-        abrt_archive({k: v for k, v in PROBLEM.items() if k != "coredump"}),
-        403,
-        member("'coredump' is missing"),
-    ),
-    "xz bomb": (
-        xz_bomb(64),
-        413,
-        "The unpacked archive is larger than this server's 8 MiB limit.\n",
-    ),
-    "truncated stream": (
-        NOISY[: len(NOISY) // 2],
-        400,
-        "The archive cannot be unpacked: the stream is truncated.\n",
-    ),
-    "not an archive": (
-        b"just some text, long enough to be sniffed" * 20,
-        400,
-        "The archive cannot be unpacked: the upload is not xz, gzip or tar data.\n",
-    ),
-    # Plain tars take another path: member data is spliced from the socket to the file.
-    "truncated plain tar": (
-        tar(regular({**PROBLEM, "coredump": random.Random(5).randbytes(1 << 16)}))[:40000],
-        400,
-        "The archive cannot be unpacked: the member 'coredump' is truncated.\n",
-    ),
-    "oversize plain tar": (
-        tar(regular({**PROBLEM, "coredump": bytes(9 << 20)})),
-        413,
-        "The unpacked archive is larger than this server's 8 MiB limit.\n",
-    ),
-    "sparse member": (
-        sparse_member(),
-        403,
-        member("'coredump' is a sparse file; only regular files are accepted"),
-    ),
-    "corrupt xz": (
-        NOISY[:2000] + bytes(2000) + NOISY[4000:],
-        400,
-        "The archive cannot be unpacked: the data is corrupt (Corrupt input data).\n",
-    ),
-}
+from testing.server.hostile import ESCAPED, HOSTILE, member
+from testing.server.live import Served, ServeFactory, settings_mapping
+from tests.server.client import XZ_TAR, upload
 
 
 def pax_header_bomb() -> bytes:

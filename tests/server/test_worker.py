@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -22,10 +20,9 @@ from retracer.server.jobs import JobQueue
 from retracer.server.spool import Spool
 from retracer.server.tasks import TaskState, TaskStore
 from retracer.server.worker import Worker
-from tests.podman_service import PodmanService
-from tests.server.archives import abrt_archive
-from tests.server.conftest import settings_mapping, upload
-from tests.server.live import ServeProcess
+from testing.podman_service import PodmanService
+from testing.server.live import ServeFactory, settings_mapping
+from tests.server.client import create_task, get, wait_finished
 
 
 def no_podman(tmp_path: Path) -> str:
@@ -33,30 +30,6 @@ def no_podman(tmp_path: Path) -> str:
         f"The podman service at unix://{tmp_path}/no-podman.sock cannot be reached:"
         " No such file or directory."
     )
-
-
-ServeFactory = Callable[[dict[str, Any]], ServeProcess]
-
-
-def create(url: str) -> tuple[str, str]:
-    response = upload(url, abrt_archive())
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"], response.headers["X-Task-Password"]
-
-
-def wait_finished(url: str, task_id: str, password: str, timeout: float = 60) -> tuple[str, str]:
-    """Poll like a seed-profile client; returns (status, newest password)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = requests.get(
-            f"{url}/{task_id}", headers={"X-Task-Password": password}, timeout=5
-        )
-        assert response.status_code == 200, response.text
-        password = response.headers.get("X-Task-Password", password)
-        if response.headers["X-Task-Status"].startswith("FINISHED"):
-            return response.headers["X-Task-Status"], password
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish in {timeout} s")
 
 
 def wait_for_line(file: Path, text: str, timeout: float = 30) -> None:
@@ -67,10 +40,6 @@ def wait_for_line(file: Path, text: str, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{text!r} did not appear in {file} within {timeout} s")
-
-
-def get(url: str, path: str, password: str) -> requests.Response:
-    return requests.get(f"{url}{path}", headers={"X-Task-Password": password}, timeout=5)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -85,7 +54,7 @@ def test_a_failing_retrace_reports_the_analyzers_reason(
 ) -> None:
     data = {**settings_mapping(tmp_path), "queue": queue_settings}
     url = serve_process(data).start()
-    task_id, password = create(url)
+    task_id, password = create_task(url)
     status, password = wait_finished(url, task_id, password)
     assert status == "FINISHED_FAILURE"
 
@@ -108,7 +77,7 @@ def test_a_failing_retrace_reports_the_analyzers_reason(
 def test_abrt_profile_says_retrace_job_failed(serve_process: ServeFactory, tmp_path: Path) -> None:
     data = settings_mapping(tmp_path, protocol_profile="abrt", keep_core=True)
     url = serve_process(data).start()
-    task_id, password = create(url)
+    task_id, password = create_task(url)
     status, _ = wait_finished(url, task_id, password)
     answer = get(url, f"/{task_id}", password)
     assert (status, answer.text) == ("FINISHED_FAILURE", "Retrace job failed")
@@ -121,7 +90,7 @@ def test_accepted_tasks_survive_kill_9_and_complete_after_restart(
     data = {**settings_mapping(tmp_path), "queue": queue_settings}
     server = serve_process(data)
     url = server.start("--no-worker")
-    tasks = [create(url) for _ in range(3)]
+    tasks = [create_task(url) for _ in range(3)]
     server.kill()
 
     url = server.start()
@@ -134,7 +103,7 @@ def test_a_task_whose_worker_died_is_run_again(serve_process: ServeFactory, tmp_
     data = settings_mapping(tmp_path, task_lease_seconds=1)
     server = serve_process(data)
     url = server.start("--no-worker")
-    task_id, password = create(url)
+    task_id, password = create_task(url)
     server.kill()
     # A worker took the task and died: RUNNING, with a lease nobody renews.
     store = TaskStore.in_data_dir(tmp_path / "data")
@@ -151,7 +120,7 @@ def test_finished_tasks_are_read_only(serve_process: ServeFactory, tmp_path: Pat
     data = settings_mapping(tmp_path)
     server = serve_process(data)
     url = server.start()
-    task_id, password = create(url)
+    task_id, password = create_task(url)
     wait_finished(url, task_id, password)
     config = config_from_mapping(data, tmp_path)
     folder = tmp_path / "data" / "spool" / "tasks" / task_id
@@ -182,7 +151,7 @@ def test_housekeeping_expires_old_tasks_and_orphans(
         tmp_path, podman_url=podman_service.url, finished_task_max_age_hours=0.0001
     )
     url = serve_process(data).start()
-    finished, password = create(url)
+    finished, password = create_task(url)
     wait_finished(url, finished, password)
     config = config_from_mapping(data, tmp_path)
     orphan = tmp_path / "data" / "spool" / "tasks" / "555555555"

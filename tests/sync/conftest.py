@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
-from tests.sync.rpms import build_rpms
-from tests.sync.served import UpstreamRepository, UpstreamServer
+from testing.sync.rpms import build_rpms
+from testing.sync.served import UpstreamRepository, UpstreamServer
 
 RELEASE_ID = "testos-1-x86_64"
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 from retracer.server.cli import main
 from retracer.sync.lock import release_lock
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
+from testing.sync.served import UpstreamRepository, UpstreamServer
 from tests.sync.configfile import write_config
 from tests.sync.conftest import RELEASE_ID
-from tests.sync.served import UpstreamRepository, UpstreamServer
 
 ReleaseFor = Callable[..., ReleaseSettings]
 

@@ -13,7 +13,7 @@ from retracer.sync.index import RepositoryIndex
 from retracer.sync.model import Package
 from retracer.sync.repodata import publish
 from retracer.sync.settings import BootstrapBase, ReleaseSettings
-from tests.testos import Testos
+from testing.testos import Testos
 
 
 def release(*repositories: Path) -> ReleaseSettings:

@@ -18,9 +18,9 @@ from retracer.sync.lock import release_lock
 from retracer.sync.mirror import sync_release
 from retracer.sync.repodata import listed_files
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
+from testing.sync.served import UpstreamRepository, UpstreamServer
 from tests.sync.configfile import write_config
 from tests.sync.conftest import RELEASE_ID
-from tests.sync.served import UpstreamRepository, UpstreamServer
 
 ReleaseFor = Callable[..., ReleaseSettings]
 
@@ -135,7 +135,7 @@ def test_corrupted_package_is_refused_and_not_published(
     assert not list(local_repo.rglob(hello_v1.name))
 
 
-def test_no_op_sync_changes_nothing_and_is_quick(
+def test_no_op_sync_changes_nothing_and_fetches_only_the_metadata_index(
     upstream: UpstreamRepository,
     server: UpstreamServer,
     release_for: ReleaseFor,
@@ -154,8 +154,8 @@ def test_no_op_sync_changes_nothing_and_is_quick(
 
     assert again.ok and again.new_packages == 0 and not again.metadata_updated
     assert (local_repo / "repodata" / "repomd.xml").read_bytes() == repomd
-    assert sum(server.requests.values()) - requests_before == 2  # repomd.xml and primary
-    assert again.seconds < 2.0
+    # repomd.xml and primary only; how long it takes is a line of bench/sync_bench.py.
+    assert sum(server.requests.values()) - requests_before == 2
 
 
 def test_unreachable_first_baseurl_falls_back_and_is_reported(

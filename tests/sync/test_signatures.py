@@ -9,7 +9,7 @@ import pytest
 
 from retracer.sync.mirror import sync_release
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
-from tests.sync.served import UpstreamRepository, UpstreamServer
+from testing.sync.served import UpstreamRepository, UpstreamServer
 from tests.sync.signing import SigningKey, make_key
 
 ReleaseFor = Callable[..., ReleaseSettings]

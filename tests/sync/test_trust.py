@@ -18,8 +18,8 @@ from retracer.sync.errors import SignatureRejected
 from retracer.sync.mirror import sync_release
 from retracer.sync.repodata import publish, write_metadata
 from retracer.sync.settings import ReleaseSettings, SyncSettings, Upstream
-from tests.sync.rpms import build_rpms
-from tests.sync.served import UpstreamRepository, UpstreamServer
+from testing.sync.rpms import build_rpms
+from testing.sync.served import UpstreamRepository, UpstreamServer
 from tests.sync.signing import SigningKey, make_key
 
 ReleaseFor = Callable[..., ReleaseSettings]

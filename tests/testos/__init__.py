@@ -1,17 +1,1 @@
-"""The synthetic release "testos 1" (x86_64) with real crashes, built by test code and cached.
-
-``build_testos()`` returns a :class:`Testos`: an RPM repository in Fedora's layout
-(a Debian root file system packed as ``testos-base``, application packages in two
-versions each with ``-debuginfo``, except ``libquiet-debuginfo``) and, for four
-programs, the core and ABRT problem directory of a crash on a machine that runs
-the OLD versions. ``python -m tests.testos`` builds it and prints the paths.
-
-``build_testos(target=I686)`` builds its 32-bit twin, ``testos-1-i386`` (see
-:mod:`tests.testos.target`): i686 packages of libcrash and crasher and one crash;
-``python -m tests.testos i686`` prints where it is.
-"""
-
-from tests.testos.build import build_testos
-from tests.testos.model import Crash, Testos
-
-__all__ = ["Crash", "Testos", "build_testos"]
+"""Tests of the testos fixture itself (the builder lives in testing.testos)."""

@@ -8,67 +8,22 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import createrepo_c
 import pytest
-import rpm
 from podman import PodmanClient
 
-from tests.podman_service import ULIMITS, PodmanService
-from tests.testos import Crash, Testos
-from tests.testos.base import BASE_NAME, BOOTSTRAP_PACKAGES
-from tests.testos.crashes import IMAGE_PREFIX, import_image, install_user_root
-from tests.testos.problem import ARCHIVE_MEMBERS, PROBLEM_DIR_MEMBERS
-from tests.testos.rpms import APPS, DEBUGINFO_WITHHELD, RELEASE
-from tests.testos.target import X86_64
+from testing.podman_service import ULIMITS, PodmanService
+from testing.testos import Crash, Testos
+from testing.testos.base import BASE_NAME, BOOTSTRAP_PACKAGES
+from testing.testos.crashes import IMAGE_PREFIX, import_image, install_user_root
+from testing.testos.problem import ARCHIVE_MEMBERS, PROBLEM_DIR_MEMBERS
+from testing.testos.rpms import APPS, DEBUGINFO_WITHHELD, RELEASE
+from testing.testos.target import X86_64
+from tests.testos.inspection import OS_INFO_LINES, build_ids_of, core_build_ids, repo_packages
 
 CRASH_NAMES = ("crasher", "threadcrash", "cxxabort", "quietcrash")
 # The library each crash goes through, as (package, installed path).
 CRASH_LIBRARIES = {"crasher": ("libcrash", "/usr/lib64/libcrash.so.2"),
                    "quietcrash": ("libquiet", "/usr/lib64/libquiet.so.1")}  # fmt: skip
-
-# What makes the ABRT client derive the release id testos-1-x86_64.
-OS_INFO_LINES = (
-    'NAME="TestOS"',
-    "ID=testos",
-    "VERSION_ID=1",
-    'REDHAT_BUGZILLA_PRODUCT="testos"',
-    "REDHAT_BUGZILLA_PRODUCT_VERSION=1",
-)
-
-
-def repo_packages(repo: Path) -> dict[str, createrepo_c.Package]:
-    """The repository's packages by NVR, read from its repodata."""
-    metadata = createrepo_c.Metadata()
-    metadata.locate_and_load_xml(str(repo))
-    packages = (metadata.get(key) for key in metadata.keys())  # noqa: SIM118 (not a dict)
-    return {f"{p.name}-{p.version}-{p.release}": p for p in packages}
-
-
-def build_ids_of(package_file: Path) -> dict[str, str]:
-    """``{installed path: build-id}`` from a binary RPM's /usr/lib/.build-id links."""
-    transaction = rpm.TransactionSet()
-    transaction.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
-    with package_file.open("rb") as stream:
-        header = transaction.hdrFromFdno(stream.fileno())
-    names, targets = header[rpm.RPMTAG_FILENAMES], header[rpm.RPMTAG_FILELINKTOS]
-    ids = {}
-    for name, target in zip(names, targets, strict=True):
-        if name.startswith("/usr/lib/.build-id/") and target:
-            installed = os.path.normpath(os.path.join(os.path.dirname(name), target))
-            ids[installed] = "".join(name.split("/")[-2:])
-    return ids
-
-
-def core_build_ids(core: Path) -> dict[str, str]:
-    """``{module name: build-id}`` of the modules mapped in a core, by eu-unstrip."""
-    listing = subprocess.run(
-        ["eu-unstrip", "-n", f"--core={core}"], capture_output=True, text=True, check=True
-    ).stdout
-    modules = {}
-    for line in listing.splitlines():
-        fields = line.split()
-        modules[fields[-1]] = fields[1].split("@")[0]
-    return modules
 
 
 def expected_nvrs() -> set[str]:
@@ -160,7 +115,8 @@ def test_release_config_is_accepted_by_retracer(testos: Testos, tmp_path: Path) 
 
     config = config_from_mapping({"releases": [testos.release_config()]}, tmp_path)
 
-    release = config.release("testos-1-x86_64")
+    (release,) = config.releases
+    assert release.id == "testos-1-x86_64"
     assert release.repositories == (testos.repo,)
     assert release.bootstrap is not None
     assert release.bootstrap.packages == BOOTSTRAP_PACKAGES

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.testos import Testos, build
-from tests.testos.base import BASE_NAME
-from tests.testos.target import I686, X86_64
-from tests.testos.test_fixture import OS_INFO_LINES, build_ids_of, core_build_ids, repo_packages
+from testing.testos import Testos, build
+from testing.testos.base import BASE_NAME
+from testing.testos.target import I686, X86_64
+from tests.testos.inspection import OS_INFO_LINES, build_ids_of, core_build_ids, repo_packages
 
 EM_386 = 3
 ELFCLASS32 = 1

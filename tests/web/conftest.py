@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.podman_service import PodmanService
-from tests.server.conftest import settings_mapping
-from tests.server.live import ServeProcess, write_config
-from tests.testos import Testos
+from testing.podman_service import PodmanService
+from testing.server.live import ServeProcess, settings_mapping, write_config
+from testing.testos import Testos
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # root in a container: chromium's sandbox cannot start

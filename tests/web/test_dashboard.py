@@ -12,7 +12,7 @@ from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.statistics import TOTAL, percentile
 from retracer.server.tasks import TaskStore
-from tests.server.conftest import settings_mapping
+from testing.server.live import settings_mapping
 
 TOKEN = "dashboard-token"
 

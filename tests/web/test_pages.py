@@ -12,9 +12,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.server.conftest import XZ_TAR
-from tests.server.test_worker import wait_finished
-from tests.testos import Testos
+from testing.testos import Testos
+from tests.server.client import XZ_TAR, wait_finished
 from tests.web.conftest import ADMIN_TOKEN, Site
 
 pytestmark = pytest.mark.browser

@@ -12,7 +12,7 @@ from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.tasks import Task, TaskState
 from retracer.server.web.report import read_report
-from tests.server.conftest import settings_mapping
+from testing.server.live import settings_mapping
 
 HOSTILE = "<script>alert(1)</script>"
 REPORT = {

@@ -20,9 +20,9 @@ from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.tasks import TaskStore
 from retracer.server.web.security import CSRF_COOKIE, CSRF_FIELD, TASK_COOKIE
-from tests.server.archives import abrt_archive
-from tests.server.conftest import XZ_TAR, settings_mapping
-from tests.server.live import ThreadServer
+from testing.server.archives import abrt_archive
+from testing.server.live import ThreadServer, settings_mapping
+from tests.server.client import XZ_TAR
 
 AppFactory = Callable[..., Flask]
 

@@ -20,17 +20,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.cache import cache_root, digest_of
-from tests.podman_service import PodmanLauncher
-from tests.testos import crashes, model, osrelease, problem, repo
-from tests.testos.base import base_key, build_base_rpm
-from tests.testos.crashes import crash_programs, crash_site, install_user_root, programs_for
-from tests.testos.model import Crash, Testos
-from tests.testos.repo import make_repository
-from tests.testos.rootfs import rootfs_key
-from tests.testos.rpms import DEBUGINFO_WITHHELD, apps_key, build_app_rpms
-from tests.testos.steps import cached_dir, log, step
-from tests.testos.target import TARGETS, X86_64, Target
+from testing.cache import cache_root, digest_of
+from testing.podman_service import PodmanLauncher, remove_retracer_images
+from testing.testos import crashes, model, osrelease, problem, repo
+from testing.testos.base import base_key, build_base_rpm
+from testing.testos.crashes import crash_programs, crash_site, install_user_root, programs_for
+from testing.testos.model import Crash, Testos
+from testing.testos.repo import make_repository
+from testing.testos.rootfs import rootfs_key
+from testing.testos.rpms import DEBUGINFO_WITHHELD, apps_key, build_app_rpms
+from testing.testos.steps import cached_dir, log, step
+from testing.testos.target import TARGETS, X86_64, Target
 
 DEMO_LINK = "demo"
 
@@ -82,6 +82,8 @@ def build_release(work: Path, podman_url: str | None, target: Target) -> None:
     user_root = scratch / "root"
     installed = install_user_root(user_root, work / "repo", scratch, target)
     tag = work.name.rsplit("-", 1)[-1].lower()  # unique per build attempt
+    # New builds of the same NEVRAs: retracer's images of the old ones are stale.
+    remove_retracer_images()
     with podman(podman_url) as url:
         cores = crash_programs(url, user_root, tag, scratch / "cores", scratch, target)
     found: dict[str, Crash] = {}

@@ -12,9 +12,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cache import digest_of
-from tests.testos.steps import cached_dir, define_args, run, step
-from tests.testos.target import Target
+from testing.cache import digest_of
+from testing.testos.steps import cached_dir, define_args, run, step
+from testing.testos.target import Target
 
 SOURCES = Path(__file__).parent / "sources"
 RELEASE = "1"

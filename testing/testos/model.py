@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.testos import osrelease
-from tests.testos.base import BOOTSTRAP_PACKAGES
+from testing.testos import osrelease
+from testing.testos.base import BOOTSTRAP_PACKAGES
 
 
 @dataclass(frozen=True)

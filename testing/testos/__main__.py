@@ -1,20 +1,20 @@
-"""``python -m tests.testos [i686]``: build (or find) testos 1 and print where it is."""
+"""``python -m testing.testos [i686]``: build (or find) testos 1 and print where it is."""
 
 from __future__ import annotations
 
 import sys
 
-from tests.cache import cache_root
-from tests.testos import build_testos
-from tests.testos.build import DEMO_LINK
-from tests.testos.target import TARGETS
+from testing.cache import cache_root
+from testing.testos import build_testos
+from testing.testos.build import DEMO_LINK
+from testing.testos.target import TARGETS
 
 
 def main() -> None:
     machines = {target.machine: target for target in TARGETS}
     machine = sys.argv[1] if len(sys.argv) > 1 else "x86_64"
     if machine not in machines or len(sys.argv) > 2:
-        sys.exit(f"usage: python -m tests.testos [{'|'.join(machines)}]")
+        sys.exit(f"usage: python -m testing.testos [{'|'.join(machines)}]")
     testos = build_testos(target=machines[machine])
     print(f"release      {testos.release_id} ({testos.os_release})")
     print(f"root         {testos.root}")

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.cache import cache_root, digest_of
+from testing.cache import cache_root, digest_of
 
 # One main package plus ``count`` subpackages named <name>-1 ... <name>-<count>, each
 # owning one small file, so one rpmbuild run yields many distinct NEVRAs.

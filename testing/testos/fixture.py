@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.testos import Testos, build_testos
-from tests.testos.build import is_cached
-from tests.testos.target import I686, X86_64, Target
+from testing.testos import Testos, build_testos
+from testing.testos.build import is_cached
+from testing.testos.target import I686, X86_64, Target
 
 
 def _build(request: pytest.FixtureRequest, target: Target) -> Testos:

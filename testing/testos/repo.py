@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from tests.testos.steps import run, step
+from testing.testos.steps import run, step
 
 
 def withheld(rpm: Path, withheld_debuginfo: Iterable[str]) -> bool:

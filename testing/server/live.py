@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,45 @@ class ServeProcess:
             # huey's worker children leave with their group; make sure of it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+
+ServeFactory = Callable[[dict[str, Any]], ServeProcess]
+
+
+def settings_mapping(
+    tmp_path: Path, podman_url: str | None = None, **server: Any
+) -> dict[str, Any]:
+    """Server settings under tmp_path. Without ``podman_url`` the builder points at a
+    socket that does not exist, so no test reaches the host's own podman."""
+    return {
+        "data_dir": str(tmp_path / "data"),
+        # The tests upload far more often than a client would; the limits have their own.
+        "server": {
+            "port": 0,
+            "min_free_space_mib": 1,
+            "creates_per_client": 10_000,
+            "uploads_per_client": 10_000,
+            **server,
+        },
+        "builder": {"podman_url": podman_url or f"unix://{tmp_path}/no-podman.sock"},
+        "releases": [
+            {
+                "id": "testos-1-x86_64",
+                "os_release": "TestOS release 1 (Demo)",
+                "repositories": [str(tmp_path / "no-such-repository")],
+                "bootstrap": {},
+            }
+        ],
+    }
+
+
+def retrace_settings(
+    tmp_path: Path, podman_url: str, *releases: dict[str, Any], **server: Any
+) -> dict[str, Any]:
+    """Settings that retrace for real: the given releases (``release_config()`` of a
+    testos build) and a podman service."""
+    return {
+        **settings_mapping(tmp_path, **server),
+        "builder": {"podman_url": podman_url},
+        "releases": list(releases),
+    }

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cache import cache_root
+from testing.cache import cache_root
 
 # podman here must use runc (crun fails on hybrid cgroups) and cannot raise
 # rlimits, so every container the tests start sets explicit ulimits.
@@ -48,6 +48,24 @@ def storage_args() -> tuple[str, ...]:
         "--cgroup-manager", "cgroupfs",
         "--events-backend", "file",
     )  # fmt: skip
+
+
+def remove_retracer_images() -> list[str]:
+    """Remove the images retracer built on the tests' storage; returns their names.
+
+    retracer keys its images by package NEVRAs, which a real repository never reuses
+    for other content. A rebuilt testos does: its packages keep their NEVRAs but get
+    new build-ids, so images made from the previous build would hold stale binaries.
+    """
+    podman = ["podman", *storage_args()]
+    listing = subprocess.run(
+        [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    stale = [image for image in listing if image.startswith("localhost/retracer-")]
+    if stale:
+        subprocess.run([*podman, "rmi", "--force", *stale], capture_output=True, check=False)
+    return stale
 
 
 class PodmanLauncher:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from podman import PodmanClient
 
-from tests.podman_service import ULIMITS
-from tests.testos import osrelease
-from tests.testos.rpms import RELEASE, SOURCES
-from tests.testos.steps import log, run, step
-from tests.testos.target import Target
+from testing.podman_service import ULIMITS
+from testing.testos import osrelease
+from testing.testos.rpms import RELEASE, SOURCES
+from testing.testos.steps import log, run, step
+from testing.testos.target import Target
 
 IMAGE_PREFIX = "retracer-test-"
 # Where the program runs in its container; the core lands here.

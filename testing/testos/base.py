@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cache import digest_of
-from tests.testos import osrelease
-from tests.testos.rootfs import build_rootfs, rootfs_key
-from tests.testos.steps import cached_dir, define_args, run, step
-from tests.testos.target import Target
+from testing.cache import digest_of
+from testing.testos import osrelease
+from testing.testos.rootfs import build_rootfs, rootfs_key
+from testing.testos.steps import cached_dir, define_args, run, step
+from testing.testos.target import Target
 
 BASE_NAME = "testos-base"
 BASE_VERSION = "1"

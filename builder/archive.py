@@ -28,7 +28,8 @@ import zlib
 from collections.abc import Iterator
 from typing import IO, Protocol, cast
 
-from retracer.server.errors import ArchiveRejected, UnpackFailed, UploadTooLarge
+from retracer.builder.errors import ArchiveTooLarge, ArchiveUnreadable, MemberRejected
+from retracer.sync.durable import write_all
 
 CHUNK = 1 << 20
 _WRITEBACK = 32 << 20
@@ -157,7 +158,7 @@ class TarStream:
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if whence != os.SEEK_SET or offset < self._position:
-            raise UnpackFailed("its layout needs reading backwards, which a stream cannot do")
+            raise ArchiveUnreadable("its layout needs reading backwards, which a stream cannot do")
         while self._position < offset:
             if not self.read(min(CHUNK, offset - self._position)):
                 break
@@ -169,14 +170,14 @@ class TarStream:
 
     def _count(self, size: int) -> None:
         if self._position + size > self._cap:
-            raise UploadTooLarge("unpacked", self._cap_mib)
+            raise ArchiveTooLarge(self._cap_mib)
 
 
 def open_tar(raw: Readable, cap: int, cap_mib: int, xz_memory_mib: int) -> TarStream:
     """The tar stream inside ``raw``, whatever compression it really has.
 
     Raises:
-        UnpackFailed: the data is neither xz, gzip nor tar.
+        ArchiveUnreadable: the data is neither xz, gzip nor tar.
     """
     head = _read_up_to(raw, _SNIFF)
     whole = cast(IO[bytes], _Prefixed(head, raw))
@@ -186,7 +187,7 @@ def open_tar(raw: Readable, cap: int, cap_mib: int, xz_memory_mib: int) -> TarSt
         return TarStream(gzip.GzipFile(fileobj=whole, mode="rb"), b"", cap, cap_mib, None)
     if head[257:262] == b"ustar":
         return TarStream(raw, head, cap, cap_mib, _pipe_fd(raw))
-    raise UnpackFailed("the upload is not xz, gzip or tar data")
+    raise ArchiveUnreadable("the upload is not xz, gzip or tar data")
 
 
 def describe(error: BaseException) -> str:
@@ -207,7 +208,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
     def fromtarfile(cls, tarfile: tarfile.TarFile) -> _BoundedTarInfo:
         depth = getattr(tarfile, _CHAIN_DEPTH, 0)
         if depth >= _MAX_EXTENDED_CHAIN:
-            raise ArchiveRejected(
+            raise MemberRejected(
                 "(extended headers)", f"form a chain longer than {_MAX_EXTENDED_CHAIN}"
             )
         setattr(tarfile, _CHAIN_DEPTH, depth + 1)
@@ -220,9 +221,9 @@ class _BoundedTarInfo(tarfile.TarInfo):
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
         info = super().frombuf(buf, encoding, errors)
         if info.size < 0:  # GNU base-256 numbers can be negative; tarfile would seek back
-            raise UnpackFailed(f"the header of {info.name!r} declares a negative size")
+            raise ArchiveUnreadable(f"the header of {info.name!r} declares a negative size")
         if info.type in _EXTENDED_TYPES and info.size > _MAX_EXTENDED_HEADER:
-            raise ArchiveRejected(info.name, "has an extended header larger than 64 KiB")
+            raise MemberRejected(info.name, "has an extended header larger than 64 KiB")
         return info
 
 
@@ -266,7 +267,7 @@ class _XzReader:
                 data = self._decoder.decompress(self._pending, max_length=wanted)
             except lzma.LZMAError as error:
                 if "memory" in str(error).lower():
-                    raise UnpackFailed(
+                    raise ArchiveUnreadable(
                         f"its xz stream needs more than this server's {self._memory_mib} MiB"
                         " of decoder memory (compress with xz -6 or lower)"
                     ) from None
@@ -309,11 +310,3 @@ def _read_up_to(source: Readable, size: int) -> bytes:
         parts.append(part)
         size -= len(part)
     return b"".join(parts)
-
-
-def write_all(fd: int, data: bytes) -> int:
-    """Write all of ``data`` to a blocking descriptor; returns its length."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    return len(data)

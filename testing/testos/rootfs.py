@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cache import digest_of
-from tests.testos.steps import cached_dir, run, step
-from tests.testos.target import Target
+from testing.cache import digest_of
+from testing.testos.steps import cached_dir, run, step
+from testing.testos.target import Target
 
 SUITE = "bookworm"
 # What a retrace environment needs (bash ... elfutils), plus tools the tests use.

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.testos import osrelease
+from testing.testos import osrelease
 
 # What `abrt-retrace-client` packs for a coredump task, in its order.
 ARCHIVE_MEMBERS = ("coredump", "executable", "package", "os_release")

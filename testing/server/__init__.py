@@ -1,0 +1,1 @@
+"""Live retrace servers, their settings, and the archives sent to them."""
