@@ -41,7 +41,7 @@ import yaml
 
 from retracer.server.config import load_config
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore
 from retracer.server.worker import Worker
 from tests.podman_service import PodmanLauncher, PodmanService
 from tests.server.archives import abrt_archive
@@ -199,7 +199,7 @@ def leaks(config_file: Path, podman: PodmanService, tmpdir: Path) -> dict[str, i
     """Run housekeeping once, then count what is left that nothing owns."""
     config = load_config(config_file)
     Worker(config).housekeeping()
-    store = TaskStore.in_data_dir(config.data_dir)
+    store = SqliteTaskStore.in_data_dir(config.data_dir)
     spool = Spool.in_data_dir(config.data_dir, config.server)
     folders = spool.task_ids()
     ids = store.ids()

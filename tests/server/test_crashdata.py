@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore
 from tests.podman_service import PodmanService
 from tests.server.live import ServeProcess
 from tests.server.test_full_flow import create, retrace_settings
@@ -123,7 +123,7 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
     )
     assert wait_finished(url, second_id, second_password, timeout=600)[0] == "FINISHED_SUCCESS"
 
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     try:
         second = store.get(second_id)
         assert store.core_sha256(second_id) == hashlib.sha256(crash.core.read_bytes()).hexdigest()
