@@ -154,26 +154,28 @@ class RetraceService:
                 raise ServerBusy(capacity.running_tasks, capacity.max_running_tasks)
             if method != "POST":
                 raise MethodNotAllowed(method, ("POST",))
-            self._offload(self._queue.check)  # a network call: off the event loop
-            arches: list[str] = []  # the core's, found by the crash's check
+            # On the event loop, like put: redis-py's sockets are gevent's there, and
+            # its pooled connections must stay on one thread's hub.
+            self._queue.check()
+            found: list[tuple[str, str]] = []  # the core's arch and release, from the check
             with self._uploading.hold(client):
                 received = self._spool.receive(
-                    upload, lambda problem_dir: arches.append(self._check_crash(problem_dir))
+                    upload, lambda problem_dir: found.append(self._check_crash(problem_dir))
                 )
         except ServerError as error:
             self._metrics.refused(status_of(error))
             raise
         password = new_password()
-        arch = arches[0] if arches else None
+        arch, release = found[0] if found else (None, None)
         try:
             task_id = self._store_and_admit(
-                received.token, digest(password), received.core_sha256, arch
+                received.token, digest(password), received.core_sha256, arch, release
             )
         except BaseException:
             self._spool.discard(received.token)
             raise
         try:
-            self._offload(lambda: self._queue.put(task_id, arch))
+            self._queue.put(task_id, arch)
         except QueueUnavailable as error:
             # The task is stored, so it is accepted: the workers' housekeeping queues it
             # once the queue is back (it went down since the check above).
@@ -187,16 +189,22 @@ class RetraceService:
         )
         return Created(task_id, password)
 
-    def _check_crash(self, problem_dir: Path) -> str:
+    def _check_crash(self, problem_dir: Path) -> tuple[str, str]:
         """The analyzer's own check, before a task exists (runs in the upload's thread);
-        returns the core's architecture."""
+        returns the core's architecture and the release it belongs to."""
         try:
-            return read_problem(problem_dir, self._config.releases).arch
+            problem = read_problem(problem_dir, self._config.releases)
+            return problem.arch, problem.release.id
         except (BuilderError, SyncError) as error:
             raise CrashRejected(error.reason) from error
 
     def _store_and_admit(
-        self, token: str, password_hash: str, core_sha256: str | None, arch: str | None
+        self,
+        token: str,
+        password_hash: str,
+        core_sha256: str | None,
+        arch: str | None,
+        release: str | None,
     ) -> str:
         """Write the task's row (reserved), then move its folder in: a folder in the
         spool always has a row, so housekeeping never takes it for an orphan."""
@@ -208,6 +216,7 @@ class RetraceService:
                 reserve_seconds=ADMIT_SECONDS,
                 core_sha256=core_sha256,
                 arch=arch,
+                release=release,
             ):
                 continue
             try:

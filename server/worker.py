@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal error"
 # A task whose worker died this many times is failed instead of run again.
 MAX_ATTEMPTS = 3
+# A worker that passes on a task of a release it does not hold pauses this long.
+PASS_ON_PAUSE_SECONDS = 5.0
 # A claim that meets a store error is retried this often (waiting 1, 2, 4... s).
 CLAIM_ATTEMPTS = 5
 # Recording an outcome is retried this often (waiting 1, 2, 4... s) before the task is
@@ -94,11 +96,20 @@ class Heartbeat:
         self._arches = arches
         self._releases = held_releases(config)
         self._seconds = config.server.worker_heartbeat_seconds
+        # Held around every store call of the thread, and by a fork: huey forks its
+        # worker processes while this thread runs, and the child of a process whose
+        # SQLite connection held a lock at that moment finds the file locked forever.
+        self._calls = threading.Lock()
         self._name = new_owner()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     def __enter__(self) -> None:
+        os.register_at_fork(
+            before=self._calls.acquire,
+            after_in_parent=self._calls.release,
+            after_in_child=self._calls.release,
+        )
         self._thread.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -110,20 +121,25 @@ class Heartbeat:
         try:
             while True:
                 try:
-                    if store is None:
-                        store = open_store(self._config.store, self._config.data_dir, self._seconds)
-                    store.beat(self._name, arches=self._arches, releases=self._releases)
+                    with self._calls:
+                        if store is None:
+                            store = open_store(
+                                self._config.store, self._config.data_dir, self._seconds
+                            )
+                        store.beat(self._name, arches=self._arches, releases=self._releases)
                 except StoreUnavailable as error:
                     log.warning("heartbeat not recorded: %s", error.detail)
                 if self._stop.wait(self._seconds):
                     break
             if store is not None:
-                store.stop_beating(self._name)
+                with self._calls:
+                    store.stop_beating(self._name)
         except StoreUnavailable:
             pass  # the heartbeat ages out on its own
         finally:
             if store is not None:
-                store.close()
+                with self._calls:
+                    store.close()
 
 
 def held_releases(config: Config) -> tuple[str, ...]:
@@ -152,12 +168,16 @@ class Worker:
         self._analyzer: Analyzer | None = None
         # A remote worker's way to the front end's files (None: the spool is here).
         self._front_end: FrontEnd | None = None
+        self._held: tuple[str, ...] | None = None
+        self.pass_on_pause = PASS_ON_PAUSE_SECONDS
 
     def retrace(self, task_id: str) -> None:
         """Retrace one task, unless it finished already or another worker holds it."""
         store, spool = self._open()
         settings = self._config.server
         owner = new_owner()
+        if not self._holds_release(store, task_id):
+            return
         task = self._claim(store, task_id, owner)
         if task is None:
             return
@@ -186,6 +206,35 @@ class Worker:
                       json.dumps(outcome.__dict__))  # fmt: skip
         self._finish(store, spool, task_id, owner, outcome)
         log.info("task %s finished: %s", task_id, outcome.reason or "success")
+
+    def _holds_release(self, store: TaskStore, task_id: str) -> bool:
+        """Whether this host should take the task: it holds the repositories of the
+        task's release, or no live worker does (then the retrace fails with the
+        analyzer's reason, as on one host). Otherwise the task goes back to its queue
+        for a host that holds them, after a pause that keeps this one from taking it
+        again at once."""
+        try:
+            task = store.get(task_id)
+            if task.release is None or task.release in self._held_releases():
+                return True
+            since = time.time() - 3 * self._config.server.worker_heartbeat_seconds
+            holders = [w for w in store.live_workers(since) if task.release in w.releases]
+        except ServerError:
+            return True  # unknown or unreadable: the claim decides
+        if not holders:
+            return True
+        log.info("task %s: release %s is not held here; passed on", task_id, task.release)
+        try:
+            JobQueue(self._config.queue, self._config.data_dir).put(task_id, task.arch)
+        except QueueUnavailable as error:
+            log.warning("task %s not passed on: %s", task_id, error.detail)
+        time.sleep(self.pass_on_pause)
+        return False
+
+    def _held_releases(self) -> tuple[str, ...]:
+        if self._held is None:
+            self._held = held_releases(self._config)
+        return self._held
 
     def _claim(self, store: TaskStore, task_id: str, owner: str) -> Task | None:
         """Claim the task, waiting out a short store outage (a database restart); None

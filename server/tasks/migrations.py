@@ -100,6 +100,12 @@ MIGRATIONS = (
         _BY_NAME,
         _BY_NAME,
     ),
+    Migration(
+        3,
+        "tasks know their release, so workers take only those whose mirror they hold",
+        ("ALTER TABLE tasks ADD COLUMN release TEXT",),
+        ("ALTER TABLE tasks ADD COLUMN release TEXT",),
+    ),
 )
 # Columns added to the first schema before it was versioned (SQLite files of earlier
 # releases may lack them): added before version 1 is recorded.

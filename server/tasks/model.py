@@ -51,6 +51,9 @@ class Task:
     attempts: int
     # The core's architecture (from its ELF header), which picks the queue.
     arch: str | None = None
+    # The configured release the crash belongs to: only workers holding its
+    # repositories take the task.
+    release: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ a claim's check and update happen under the one write lock.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,11 @@ class SqliteTaskStore(TaskStore):
         yield Database(self._db, DIALECT)
 
     def _migrate(self) -> None:
+        # Most opens find the schema current: a read, no write lock.
+        with contextlib.suppress(sqlite3.OperationalError):  # no such table yet
+            (version,) = self._db.execute("SELECT max(version) FROM schema_version").fetchone()
+            if version == MIGRATIONS[-1].version:
+                return
         with self._transaction(durable=True) as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT max(version) FROM schema_version").fetchone()

@@ -152,6 +152,7 @@ class TaskStore(abc.ABC):
         reserve_seconds: float | None = None,
         core_sha256: str | None = None,
         arch: str | None = None,
+        release: str | None = None,
     ) -> bool:
         """Store a new QUEUED task; False if the id is taken.
 
@@ -163,10 +164,11 @@ class TaskStore(abc.ABC):
         with self._write(durable=True) as db:
             cursor = db.execute(
                 "INSERT INTO tasks (id, state, stage, created, queued, password_hash,"
-                " lease_until, core_sha256, arch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " lease_until, core_sha256, arch, release)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (task_id, _QUEUED, Stage.QUEUED.name, now, now, password_hash, reserved,
-                 core_sha256, arch),
+                 core_sha256, arch, release),
             )  # fmt: skip
             if not cursor.rowcount:
                 return False
@@ -199,14 +201,15 @@ class TaskStore(abc.ABC):
     def get(self, task_id: str) -> Task:
         """The task with this id; raises TaskNotFound."""
         row = self._one(
-            "SELECT id, state, stage, created, finished, reason, attempts, arch FROM tasks"
+            "SELECT id, state, stage, created, finished, reason, attempts, arch, release"
+            " FROM tasks"
             " WHERE id = ?",
             (task_id,),
         )
         if row is None:
             raise TaskNotFound(task_id)
         return Task(row[0], TaskState(row[1]), Stage[row[2]], row[3], row[4], row[5], row[6],
-                    row[7])  # fmt: skip
+                    row[7], row[8])  # fmt: skip
 
     def exists(self, task_id: str) -> bool:
         return self._one("SELECT 1 FROM tasks WHERE id = ?", (task_id,)) is not None

@@ -11,8 +11,10 @@ import pytest
 import requests
 
 from retracer.server.config import Config
+from retracer.server.jobs import JobQueue
 from retracer.server.remote import FrontEnd, ProblemGone, TaskTakenOver
 from retracer.server.tasks import SqliteTaskStore, TaskState
+from retracer.server.worker import Worker
 from tests.server.archives import abrt_archive
 from tests.server.conftest import settings_mapping, upload
 from tests.server.live import Served
@@ -100,3 +102,23 @@ def test_a_folder_gone_from_the_front_end_is_said_so(front: Served, tmp_path: Pa
     spooled.rmdir()
     with pytest.raises(ProblemGone):
         FrontEnd(front.url, TOKEN).fetch(task_id, tmp_path / "worker")
+
+
+def test_a_worker_passes_on_a_release_whose_mirror_another_holds(
+    config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    data = settings_mapping(tmp_path)
+    held = {**data["releases"][0], "id": "testos-1-aarch64", "repositories": [str(tmp_path)]}
+    data["releases"].append(held)
+    worker = Worker(config_factory(data))
+    worker.pass_on_pause = 0
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
+    store.insert("800000001", "hash", arch="x86_64", release="testos-1-x86_64")
+    # No live worker holds testos-1-x86_64: this one takes it (and fails with a reason).
+    assert worker._holds_release(store, "800000001")
+    store.beat("elsewhere", arches=("x86_64",), releases=("testos-1-x86_64",))
+    assert not worker._holds_release(store, "800000001")
+    queue = JobQueue(config_factory(data).queue, tmp_path / "data")
+    assert queue.waiting(["x86_64"]) == {"800000001"}  # back in its queue, for the holder
+    store.insert("800000002", "hash", arch="x86_64", release="testos-1-aarch64")
+    assert worker._holds_release(store, "800000002")  # its mirror is here
