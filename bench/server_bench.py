@@ -233,7 +233,7 @@ def poll_bench(root: Path, pollers: int, polls: int, interval: float, protocol: 
 
 def repeat_bench(root: Path, rounds: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
-    from retracer.server.tasks import TaskStore
+    from retracer.server.tasks import SqliteTaskStore
     from testing.podman_service import PodmanLauncher
     from testing.testos import build_testos
     from testing.testos.problem import ARCHIVE_MEMBERS
@@ -268,7 +268,7 @@ def repeat_bench(root: Path, rounds: int) -> None:
         for other in others:
             for label, path in (("retraced", other), ("reused", same)):
                 runs[label].append(server.finish(path))
-        store = TaskStore.in_data_dir(root / "serve" / "data")
+        store = SqliteTaskStore.in_data_dir(root / "serve" / "data")
         timings: dict[str, list[tuple[float, float]]] = {}
         for label, done in runs.items():
             tasks = [(client, store.get(task_id)) for client, task_id in done]

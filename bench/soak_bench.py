@@ -44,7 +44,7 @@ import yaml
 from retracer.builder.layout import builder_dir
 from retracer.server.config import load_config
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore
 from retracer.server.worker import Worker
 from testing.podman_service import PodmanLauncher, PodmanService
 from testing.server.archives import abrt_archive
@@ -224,7 +224,7 @@ def leaks(
     earlier, interrupted run, ``earlier``, are not this run's leaks)."""
     config = load_config(config_file)
     Worker(config).housekeeping()
-    store = TaskStore.in_data_dir(config.data_dir)
+    store = SqliteTaskStore.in_data_dir(config.data_dir)
     spool = Spool.in_data_dir(config.data_dir, config.server)
     folders = spool.task_ids()
     ids = store.ids()

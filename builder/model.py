@@ -13,12 +13,27 @@ if TYPE_CHECKING:
 
 
 class Stage(enum.Enum):
-    """Where a retrace is; the values are the messages ABRT clients show."""
+    """Where a task is in its whole life, from upload to result: the one vocabulary of
+    the analyzer (which reports ANALYZING to CLEANING), the task store (which keeps the
+    member's *name*) and the server. The values are the messages ABRT clients show;
+    use :meth:`message`, since one of them names the architecture."""
 
+    QUEUED = "Waiting for a free worker"
+    # No live worker serves the core's architecture; the task waits, it does not fail.
+    WAITING_FOR_ARCH = "Waiting for {article} {arch} worker"
     ANALYZING = "Analyzing crash data"
     PREPARING = "Preparing environment for backtrace generation"
     GENERATING = "Generating backtrace"
     CLEANING = "Cleaning environment after backtrace generation"
+    FINISHING = "Finishing task"
+
+    def message(self, arch: str | None = None) -> str:
+        """The text shown to clients ("Waiting for an aarch64 worker")."""
+        if not arch:
+            return self.value.format(article="a", arch="suitable")
+        # "an" before a letter whose spoken name starts with a vowel: an x86_64, an s390x.
+        article = "an" if arch[0].lower() in "aefhilmnorsx" else "a"
+        return self.value.format(article=article, arch=arch)
 
 
 class RetraceObserver(Protocol):

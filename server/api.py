@@ -76,7 +76,16 @@ def settings() -> Response:
         f"supported_formats {' '.join(capacity.supported_formats)}",
         f"supported_releases {' '.join(capacity.supported_releases)}",
     ]
+    if capacity.workers_per_arch:
+        lines.append(f"workers_alive {_pairs(capacity.workers_per_arch)}")
+    if capacity.workers_per_release:
+        lines.append(f"workers_releases {_pairs(capacity.workers_per_release)}")
     return text("".join(f"{line}\n" for line in lines))
+
+
+def _pairs(counts: tuple[tuple[str, int], ...]) -> str:
+    """``x86_64:2 i386:2``: one word per name, so the line stays one ``key value``."""
+    return " ".join(f"{name}:{count}" for name, count in counts)
 
 
 @bp.get("/checkpackage")

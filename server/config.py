@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import platform
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ class ServerSettings:
     # each quick death up to the maximum.
     worker_restart_backoff_seconds: float = 1.0
     worker_restart_backoff_max_seconds: float = 60.0
+    # Serve each release's repository read-only at /repos/<release id>/, for worker
+    # hosts that mirror it with `retracer sync` (see the README's two-host section).
+    serve_repositories: bool = False
     # The operator's dashboard at /admin asks for this token; without one it is off.
     admin_token: str | None = None
 
@@ -117,11 +121,54 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """What this host's ``retracer worker`` takes from the queues."""
+
+    # Architectures whose queues it serves; empty means the host's own (an x86_64 host
+    # runs i386 programs too, so it serves both).
+    arches: tuple[str, ...] = ()
+    # The shared secret between the front end and remote workers. On the front end it
+    # opens the /internal endpoints (off without it); a remote worker sends it.
+    token: str | None = None
+    # Set on a worker host that shares no disk with the front end: the front end's URL
+    # (its internal address). The worker then downloads each task's problem files
+    # from there and hands its results back; without it the worker reads the spool.
+    front_end: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.front_end and not self.token:
+            raise ValueError("worker.token is needed with worker.front_end")
+
+    def served_arches(self) -> tuple[str, ...]:
+        if self.arches:
+            return self.arches
+        machine = platform.machine()
+        return ("x86_64", "i386") if machine == "x86_64" else (machine,)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where tasks, leases and spent passwords live. ``sqlite`` (the default) is a file
+    under ``data_dir``, for one host; ``postgresql`` is for worker hosts that share no
+    disk with the front end: ``dsn`` is a libpq connection string
+    ("host=db dbname=retracer user=retracer password=...")."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    dsn: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend == "postgresql" and not self.dsn:
+            raise ValueError("store.dsn is needed with the postgresql backend")
+
+
+@dataclass(frozen=True)
 class Config:
     # The spool, the task database, the queue and the image cache index live here.
     data_dir: Path = Path("/var/lib/retracer")
     server: ServerSettings = ServerSettings()
     queue: QueueSettings = QueueSettings()
+    store: StoreSettings = StoreSettings()
+    worker: WorkerSettings = WorkerSettings()
     builder: BuilderSettings = BuilderSettings()
     sync: SyncSettings = SyncSettings()
     debuginfod: DebuginfodSettings = DebuginfodSettings()

@@ -10,6 +10,8 @@ Exception tree::
     ├── ConfigError              the configuration file is missing, malformed or invalid
     ├── ServerBusy               503: as many tasks are running, queued or uploading as allowed
     ├── UploadSlotsBusy          503: every upload slot stayed busy while this upload waited
+    ├── StoreUnavailable         503: the task store (SQLite or PostgreSQL) failed or is unreachable
+    ├── QueueUnavailable         503: the queue (Redis or SQLite) failed or is unreachable
     ├── TooManyCreates           429: this client address created too many tasks recently
     ├── TooManyUploads           429: this client address has too many uploads in progress
     ├── MethodNotAllowed         405: the path exists but not for this method
@@ -33,7 +35,10 @@ Exception tree::
     ├── TooManyAttempts          429: too many wrong passwords from this client recently
     ├── FormRefused              403: a web form came without its CSRF token
     ├── NoFileChosen             400: the upload form came without an archive
-    └── TaskSealed               a finished task's files were about to change
+    ├── TaskSealed               a finished task's files were about to change
+    ├── WorkerRefused            401: a remote worker's token is missing or wrong
+    ├── ResultRejected           400: a worker's result arrived cut off, altered or misnamed
+    └── NotTheOwner              409: the task is no longer held by the worker that reports
 
 Errors of the other packages (``BuilderError``, ``SyncError``) carry a ``reason`` of the
 same shape; :func:`status_of` maps them to HTTP too. The archive's own refusals
@@ -86,6 +91,20 @@ class UploadSlotsBusy(ServerError):
         super().__init__(
             f"All {slots} upload slots stayed busy for {waited:g} s; try again in a minute."
         )
+
+
+class StoreUnavailable(ServerError):
+    """``detail`` is the driver's own message, for logs."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__("The task store is unavailable; try again in a minute.")
+
+
+class QueueUnavailable(ServerError):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__("The task queue is unavailable; try again in a minute.")
 
 
 class TooManyCreates(ServerError):
@@ -250,9 +269,26 @@ class TaskSealed(ServerError):
         super().__init__(f"Task {task_id} has finished; its files are read-only.")
 
 
+class WorkerRefused(ServerError):
+    def __init__(self) -> None:
+        super().__init__("This endpoint is for retrace workers; the worker token is wrong.")
+
+
+class ResultRejected(ServerError):
+    pass
+
+
+class NotTheOwner(ServerError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"Task {task_id} is no longer held by this worker.")
+
+
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ServerBusy, 503),
     (UploadSlotsBusy, 503),
+    (StoreUnavailable, 503),
+    (QueueUnavailable, 503),
     (TooManyCreates, 429),
     (TooManyUploads, 429),
     (MethodNotAllowed, 405),
@@ -276,6 +312,9 @@ _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ArchiveTooLarge, 413),
     (ArchiveError, 400),
     (UnknownRelease, 404),
+    (WorkerRefused, 401),
+    (ResultRejected, 400),
+    (NotTheOwner, 409),
     (SyncError, 503),
     (BuilderError, 503),
     (ServerError, 500),

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from retracer.server.config import ServerSettings
 from retracer.server.statistics import Statistics
-from retracer.server.tasks import TaskState, TaskStore
+from retracer.server.tasks import LiveWorker, TaskState, TaskStore, Total
 
 bp = Blueprint("metrics", __name__)
 
@@ -54,6 +54,26 @@ class Metrics:
         since = time.time() - 3 * self._settings.worker_heartbeat_seconds
         return self._store.workers_seen_since(since)
 
+    def workers_by_arch(self) -> dict[str, int]:
+        """Live consumers per architecture they serve."""
+        return _count_each(worker.arches for worker in self._live())
+
+    def workers_by_release(self) -> dict[str, int]:
+        """Live consumers per release whose repositories they hold."""
+        return _count_each(worker.releases for worker in self._live())
+
+    def _live(self) -> tuple[LiveWorker, ...]:
+        since = time.time() - 3 * self._settings.worker_heartbeat_seconds
+        return self._store.live_workers(since)
+
+
+def _count_each(groups: Iterator[tuple[str, ...]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for group in groups:
+        for name in group:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
 
 class _TaskCollector(Collector):
     def __init__(self, store: TaskStore, metrics: Metrics) -> None:
@@ -63,21 +83,23 @@ class _TaskCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         totals = self._store.totals()
         yield CounterMetricFamily(
-            "retracer_tasks_created", "Tasks accepted by /create.", value=totals.get("created", 0)
+            "retracer_tasks_created",
+            "Tasks accepted by /create.",
+            value=totals.get(Total.CREATED, 0),
         )
         finished = CounterMetricFamily(
             "retracer_tasks_finished", "Tasks finished, by result.", labels=["result"]
         )
-        for state, result in (
-            (TaskState.FINISHED_SUCCESS, "success"),
-            (TaskState.FINISHED_FAILURE, "failure"),
+        for total, result in (
+            (Total.FINISHED_SUCCESS, "success"),
+            (Total.FINISHED_FAILURE, "failure"),
         ):
-            finished.add_metric([result], totals.get(state.value.lower(), 0))
+            finished.add_metric([result], totals.get(total, 0))
         yield finished
         yield CounterMetricFamily(
             "retracer_results_reused",
             "Tasks finished with the result of an identical core, without a retrace.",
-            value=totals.get("reused", 0),
+            value=totals.get(Total.REUSED, 0),
         )
         counts = self._store.count_by_state()
         yield GaugeMetricFamily(
@@ -91,6 +113,14 @@ class _TaskCollector(Collector):
             "Worker processes (retracer worker) with a recent heartbeat; 0 means tasks wait.",
             value=self._metrics.workers_alive(),
         )
+        per_arch = GaugeMetricFamily(
+            "retracer_workers_alive_by_arch",
+            "Live workers serving each architecture; 0 means its tasks wait.",
+            labels=["arch"],
+        )
+        for arch, count in sorted(self._metrics.workers_by_arch().items()):
+            per_arch.add_metric([arch], count)
+        yield per_arch
         yield from statistics_families(self._store.statistics())
 
 

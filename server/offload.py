@@ -30,7 +30,7 @@ import inspect
 import io
 import os
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import IO, Any, TypeVar, cast
 
 import gevent
@@ -43,7 +43,7 @@ from gevent.threadpool import ThreadPool
 
 from retracer.server.config import ServerSettings
 from retracer.server.errors import ServerError, UploadIncomplete, UploadSlotsBusy, UploadStalled
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks.store import Database, Dialect, TaskStore
 
 T = TypeVar("T")
 
@@ -239,13 +239,14 @@ def _spliceable_socket(stream: IO[bytes]) -> int | None:
     return sock.fileno()
 
 
-# TaskStore methods that only read: they run on a connection of their own, which WAL
-# mode never makes wait for a writer.
+# TaskStore methods that only read: they run on a connection of their own, which
+# SQLite's WAL mode never makes wait for a writer.
 _READS = frozenset(
     {
         "get", "exists", "ids", "active_count", "count_by_state", "queue_position",
-        "totals", "password_hash", "is_spent", "expired", "queued_ids",
-        "running_owners", "workers_seen_since", "statistics", "core_sha256", "find_result",
+        "totals", "password_hash", "is_spent", "expired", "queued_ids", "queued",
+        "running_owners", "workers_seen_since", "live_workers", "statistics",
+        "core_sha256", "find_result",
     }
 )  # fmt: skip
 
@@ -258,53 +259,68 @@ class _Lane:
         self._lock = monkey.get_original("threading", "Lock")()
         self._pools: dict[Any, ThreadPool] = {}
 
-    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         hub = gevent.get_hub()
         pool = self._pools.get(hub)
         if pool is None:
             pool = self._pools[hub] = ThreadPool(1, hub=hub)
 
-        def run() -> T:
+        def run() -> Any:
             with self._lock:
-                return function(self.store, *args, **kwargs)
+                return getattr(self.store, name)(*args, **kwargs)
 
-        result: T = pool.apply(run)
-        return result
+        return pool.apply(run)
 
     def close(self) -> None:
         with self._lock:
-            TaskStore.close(self.store)
+            self.store.close()
         for pool in self._pools.values():
             pool.kill()
 
 
 class OffloadedTaskStore(TaskStore):
-    """A TaskStore for the HTTP process: writes on one thread and connection, reads on
-    another, each waited for cooperatively."""
+    """A TaskStore for the HTTP process, around any backend's: writes on one thread and
+    connection, reads on another, each waited for cooperatively."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._writes = _Lane(self)
-        self._reads = _Lane(TaskStore(path))
+    def __init__(self, store: TaskStore) -> None:
+        self._inner = store
+        self._writes = _Lane(store)
+        self._reads = _Lane(store.reopen())
 
-    @classmethod
-    def in_data_dir(cls, data_dir: Path) -> OffloadedTaskStore:
-        return cls(data_dir / "tasks.db")
+    def reopen(self, busy_seconds: float | None = None) -> TaskStore:
+        return self._inner.reopen(busy_seconds)
+
+    def describe(self) -> str:
+        return self._inner.describe()
 
     def close(self) -> None:
         self._reads.close()
         self._writes.close()
+
+    # Never reached: every public method is sent to a lane's store.
+    def _transaction(self, durable: bool) -> AbstractContextManager[Database]:
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Database]:
+        raise NotImplementedError
+
+    def _dialect(self) -> Dialect:
+        raise NotImplementedError
 
 
 def _offloaded(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def call(self: OffloadedTaskStore, *args: Any, **kwargs: Any) -> Any:
         lane = self._reads if name in _READS else self._writes
-        return lane.call(method, *args, **kwargs)
+        return lane.call(name, *args, **kwargs)
 
     return call
 
 
 for _name, _method in list(vars(TaskStore).items()):
-    if inspect.isfunction(_method) and not _name.startswith("_") and _name != "close":
+    if (
+        inspect.isfunction(_method)
+        and not _name.startswith("_")
+        and _name not in vars(OffloadedTaskStore)
+    ):
         setattr(OffloadedTaskStore, _name, _offloaded(_name, _method))

@@ -23,6 +23,7 @@ from retracer.server.errors import (
     MethodNotAllowed,
     NoExploitableInfo,
     PackageUnknown,
+    QueueUnavailable,
     ResultNotReady,
     ServerBusy,
     ServerError,
@@ -36,7 +37,7 @@ from retracer.server.packages import PackageCatalog
 from retracer.server.ratelimit import ConcurrencyLimit, SlidingWindow
 from retracer.server.spool import SUPPORTED_FORMATS, Spool, Upload
 from retracer.server.statistics import Statistics
-from retracer.server.tasks import Task, TaskState, TaskStore
+from retracer.server.tasks import Stage, Task, TaskState, TaskStore
 from retracer.sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class Capacity:
     max_unpacked_size: int
     supported_formats: tuple[str, ...]
     supported_releases: tuple[str, ...]
+    # Live workers per architecture and per release they hold (extra keys: ABRT clients
+    # skip keys they do not know).
+    workers_per_arch: tuple[tuple[str, int], ...] = ()
+    workers_per_release: tuple[tuple[str, int], ...] = ()
 
 
 class RetraceService:
@@ -121,6 +126,8 @@ class RetraceService:
             max_unpacked_size=settings.max_unpacked_size_mib,
             supported_formats=SUPPORTED_FORMATS,
             supported_releases=tuple(release.id for release in self._config.releases),
+            workers_per_arch=tuple(sorted(self.live_arches().items())),
+            workers_per_release=tuple(sorted(self.live_releases().items())),
         )
 
     def check_package(self, nvr: str, arch: str, release_id: str | None) -> None:
@@ -148,18 +155,32 @@ class RetraceService:
                 raise ServerBusy(capacity.running_tasks, capacity.max_running_tasks)
             if method != "POST":
                 raise MethodNotAllowed(method, ("POST",))
+            # On the event loop, like put: redis-py's sockets are gevent's there, and
+            # its pooled connections must stay on one thread's hub.
+            self._queue.check()
+            found: list[tuple[str, str]] = []  # the core's arch and release, from the check
             with self._uploading.hold(client):
-                received = self._spool.receive(upload, self._check_crash)
+                received = self._spool.receive(
+                    upload, lambda problem_dir: found.append(self._check_crash(problem_dir))
+                )
         except ServerError as error:
             self._metrics.refused(status_of(error))
             raise
         password = new_password()
+        arch, release = found[0] if found else (None, None)
         try:
-            task_id = self._store_and_admit(received.token, digest(password), received.core_sha256)
+            task_id = self._store_and_admit(
+                received.token, digest(password), received.core_sha256, arch, release
+            )
         except BaseException:
             self._spool.discard(received.token)
             raise
-        self._queue.put(task_id)
+        try:
+            self._queue.put(task_id, arch)
+        except QueueUnavailable as error:
+            # The task is stored, so it is accepted: the workers' housekeeping queues it
+            # once the queue is back (it went down since the check above).
+            log.warning("task %s stored but not queued yet: %s", task_id, error.detail)
         self._metrics.accepted(received.packed_bytes)
         log.info(
             "task %s created: %d bytes packed, %d unpacked",
@@ -169,20 +190,34 @@ class RetraceService:
         )
         return Created(task_id, password)
 
-    def _check_crash(self, problem_dir: Path) -> None:
-        """The analyzer's own check, before a task exists (runs in the upload's thread)."""
+    def _check_crash(self, problem_dir: Path) -> tuple[str, str]:
+        """The analyzer's own check, before a task exists (runs in the upload's thread);
+        returns the core's architecture and the release it belongs to."""
         try:
-            read_problem(problem_dir, self._config.releases)
+            problem = read_problem(problem_dir, self._config.releases)
+            return problem.arch, problem.release.id
         except (BuilderError, SyncError) as error:
             raise CrashRejected(error.reason) from error
 
-    def _store_and_admit(self, token: str, password_hash: str, core_sha256: str | None) -> str:
+    def _store_and_admit(
+        self,
+        token: str,
+        password_hash: str,
+        core_sha256: str | None,
+        arch: str | None,
+        release: str | None,
+    ) -> str:
         """Write the task's row (reserved), then move its folder in: a folder in the
         spool always has a row, so housekeeping never takes it for an orphan."""
         while True:
             task_id = new_task_id()
             if not self._store.insert(
-                task_id, password_hash, reserve_seconds=ADMIT_SECONDS, core_sha256=core_sha256
+                task_id,
+                password_hash,
+                reserve_seconds=ADMIT_SECONDS,
+                core_sha256=core_sha256,
+                arch=arch,
+                release=release,
             ):
                 continue
             try:
@@ -200,7 +235,12 @@ class RetraceService:
 
     def status(self, task: Task) -> Status:
         position = self._store.queue_position(task.id)
-        stage = task.stage if position is None else f"{task.stage} (position {position})"
+        current = task.stage
+        if task.state is TaskState.QUEUED and task.arch and task.arch not in self.live_arches():
+            current = Stage.WAITING_FOR_ARCH  # it waits, it does not fail
+        stage = current.message(task.arch)
+        if position is not None:
+            stage = f"{stage} (position {position})"
         if self._settings.protocol_profile == "seed":
             body = task.state.wire
         else:
@@ -232,6 +272,14 @@ class RetraceService:
     def workers_alive(self) -> int:
         """Worker processes with a recent heartbeat (the figure /metrics and /health use)."""
         return self._metrics.workers_alive()
+
+    def live_arches(self) -> dict[str, int]:
+        """Live workers per architecture they serve."""
+        return self._metrics.workers_by_arch()
+
+    def live_releases(self) -> dict[str, int]:
+        """Live workers per release whose repositories they hold."""
+        return self._metrics.workers_by_release()
 
     def statistics(self) -> Statistics:
         """The operator's figures, from the store (the same /metrics exports)."""

@@ -11,31 +11,11 @@ it and the Prometheus collector exports it, so the two never disagree.
 from __future__ import annotations
 
 import math
-import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS task_history (
-    task_id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    finished REAL,
-    success INTEGER,
-    reason TEXT,
-    release TEXT,
-    arch TEXT,
-    environment_cached INTEGER
-);
-CREATE INDEX IF NOT EXISTS history_by_created ON task_history (created);
-CREATE TABLE IF NOT EXISTS step_times (
-    task_id TEXT NOT NULL,
-    step TEXT NOT NULL,
-    seconds REAL NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS step_times_by_at ON step_times (at);
--- Figures the worker measures and the HTTP process cannot (the environment cache).
-CREATE TABLE IF NOT EXISTS gauges (name TEXT PRIMARY KEY, value REAL NOT NULL);
-"""
+if TYPE_CHECKING:
+    from retracer.server.tasks.store import Database
 
 HOURS_SHOWN = 24
 DAYS_SHOWN = 14
@@ -91,10 +71,10 @@ def percentile(ordered: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def collect(db: sqlite3.Connection, now: float) -> Statistics:
+def collect(db: Database, now: float) -> Statistics:
     hour_start = math.floor(now / 3600) * 3600
     day_start = math.floor(now / 86400) * 86400
-    gauges = dict(db.execute("SELECT name, value FROM gauges").fetchall())
+    gauges = dict(db.rows("SELECT name, value FROM gauges"))
     return Statistics(
         now=now,
         created_per_hour=_buckets(db, hour_start, 3600, HOURS_SHOWN),
@@ -114,14 +94,12 @@ def collect(db: sqlite3.Connection, now: float) -> Statistics:
     )
 
 
-def _buckets(
-    db: sqlite3.Connection, current_start: float, width: int, count: int
-) -> tuple[int, ...]:
+def _buckets(db: Database, current_start: float, width: int, count: int) -> tuple[int, ...]:
     first = current_start - (count - 1) * width
     counts = [0] * count
-    for index, number in db.execute(
-        "SELECT CAST((created - ?) / ? AS INTEGER), count(*) FROM task_history"
-        " WHERE created >= ? GROUP BY 1",
+    bucket = db.dialect.floor.format("(created - ?) / ?")
+    for index, number in db.rows(
+        f"SELECT {bucket}, count(*) FROM task_history WHERE created >= ? GROUP BY 1",
         (first, width, first),
     ):
         if 0 <= index < count:
@@ -129,33 +107,33 @@ def _buckets(
     return tuple(counts)
 
 
-def _count(db: sqlite3.Connection, condition: str) -> int:
-    (value,) = db.execute(f"SELECT count(*) FROM task_history WHERE {condition}").fetchone()
+def _count(db: Database, condition: str) -> int:
+    ((value,),) = db.rows(f"SELECT count(*) FROM task_history WHERE {condition}")
     return int(value)
 
 
-def _ranked(db: sqlite3.Connection, column: str, condition: str) -> tuple[tuple[str, int], ...]:
-    rows = db.execute(
+def _ranked(db: Database, column: str, condition: str) -> tuple[tuple[str, int], ...]:
+    rows = db.rows(
         f"SELECT {column}, count(*) AS n FROM task_history WHERE {condition}"
         " GROUP BY 1 ORDER BY n DESC, 1"
     )
     return tuple((str(name), int(count)) for name, count in rows)
 
 
-def _active(db: sqlite3.Connection, state: str) -> int:
-    (value,) = db.execute("SELECT count(*) FROM tasks WHERE state = ?", (state,)).fetchone()
+def _active(db: Database, state: str) -> int:
+    ((value,),) = db.rows("SELECT count(*) FROM tasks WHERE state = ?", (state,))
     return int(value)
 
 
-def _step_times(db: sqlite3.Connection, since: float) -> tuple[Percentiles, ...]:
+def _step_times(db: Database, since: float) -> tuple[Percentiles, ...]:
     samples: dict[str, list[float]] = {}
-    for step, seconds in db.execute(
+    for step, seconds in db.rows(
         "SELECT step, seconds FROM step_times WHERE at >= ? ORDER BY seconds", (since,)
     ):
         samples.setdefault(step, []).append(seconds)
     totals = [
         row[0]
-        for row in db.execute(
+        for row in db.rows(
             "SELECT finished - created FROM task_history WHERE finished >= ? ORDER BY 1",
             (since,),
         )

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -30,20 +29,24 @@ from retracer.builder.errors import BuilderError
 from retracer.builder.model import Stage
 from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, ServerSettings
-from retracer.server.errors import ServerError
+from retracer.server.errors import QueueUnavailable, ServerError, StoreUnavailable
 from retracer.server.jobs import JobQueue, requeue_lost
 from retracer.server.lifetime import exit_with_parent, forks_exit_with_parent, new_owner
+from retracer.server.remote import FrontEnd, FrontEndUnreachable, ProblemGone, TaskTakenOver
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import Task, TaskStore, open_store
 from retracer.sync.errors import SyncError
 from retracer.sync.model import Release
 
 log = logging.getLogger(__name__)
 
-FINISHING = "Finishing task"
 INTERNAL_ERROR = "internal error"
 # A task whose worker died this many times is failed instead of run again.
 MAX_ATTEMPTS = 3
+# A worker that passes on a task of a release it does not hold pauses this long.
+PASS_ON_PAUSE_SECONDS = 5.0
+# A claim that meets a store error is retried this often (waiting 1, 2, 4... s).
+CLAIM_ATTEMPTS = 5
 # Recording an outcome is retried this often (waiting 1, 2, 4... s) before the task is
 # left to its lease.
 FINISH_ATTEMPTS = 4
@@ -53,6 +56,7 @@ BACKTRACE = "backtrace"
 REPORT = "backtrace.json"
 CORE_BACKTRACE = "core_backtrace"
 EXPLOITABLE = "exploitable"
+LOG = "log"
 # What a successful retrace leaves, and an identical core's task copies.
 RESULT_FILES = (BACKTRACE, REPORT, CORE_BACKTRACE, EXPLOITABLE)
 
@@ -65,13 +69,15 @@ def run(config: Config, parent_pid: int | None = None) -> None:
     """
     if parent_pid is not None:
         exit_with_parent(parent_pid)
-    queue = JobQueue(config.queue, config.data_dir)
-    store = TaskStore.in_data_dir(config.data_dir)
+    arches = config.worker.served_arches()
+    queue = JobQueue(config.queue, config.data_dir, arches)
+    store = open_store(config.store, config.data_dir)
     requeue_lost(store, queue)
     store.close()
     worker = Worker(config)
     forks_exit_with_parent()  # huey's processes die with this one
-    with Heartbeat(config.data_dir, config.server.worker_heartbeat_seconds):
+    log.info("serving the queues of %s", ", ".join(arches))
+    with Heartbeat(config, arches):
         queue.consume(
             worker.retrace,
             worker.housekeeping,
@@ -81,16 +87,29 @@ def run(config: Config, parent_pid: int | None = None) -> None:
 
 
 class Heartbeat:
-    """Tells the store, from a thread, that this consumer is alive (see /health)."""
+    """Tells the store, from a thread, that this consumer is alive and what it serves
+    (see /health, /settings and /metrics): its architectures, and the releases whose
+    repositories it holds."""
 
-    def __init__(self, data_dir: Path, seconds: float) -> None:
-        self._path = TaskStore.in_data_dir(data_dir).path
-        self._seconds = seconds
+    def __init__(self, config: Config, arches: tuple[str, ...]) -> None:
+        self._config = config
+        self._arches = arches
+        self._releases = held_releases(config)
+        self._seconds = config.server.worker_heartbeat_seconds
+        # Held around every store call of the thread, and by a fork: huey forks its
+        # worker processes while this thread runs, and the child of a process whose
+        # SQLite connection held a lock at that moment finds the file locked forever.
+        self._calls = threading.Lock()
         self._name = new_owner()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     def __enter__(self) -> None:
+        os.register_at_fork(
+            before=self._calls.acquire,
+            after_in_parent=self._calls.release,
+            after_in_child=self._calls.release,
+        )
         self._thread.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -98,20 +117,38 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        store = TaskStore(self._path, busy_seconds=self._seconds)
+        store: TaskStore | None = None
         try:
             while True:
                 try:
-                    store.beat(self._name)
-                except sqlite3.Error as error:
-                    log.warning("heartbeat not recorded: %s", error)
+                    with self._calls:
+                        if store is None:
+                            store = open_store(
+                                self._config.store, self._config.data_dir, self._seconds
+                            )
+                        store.beat(self._name, arches=self._arches, releases=self._releases)
+                except StoreUnavailable as error:
+                    log.warning("heartbeat not recorded: %s", error.detail)
                 if self._stop.wait(self._seconds):
                     break
-            store.stop_beating(self._name)
-        except sqlite3.Error:
+            if store is not None:
+                with self._calls:
+                    store.stop_beating(self._name)
+        except StoreUnavailable:
             pass  # the heartbeat ages out on its own
         finally:
-            store.close()
+            if store is not None:
+                with self._calls:
+                    store.close()
+
+
+def held_releases(config: Config) -> tuple[str, ...]:
+    """Releases whose every repository is on this host: the only ones it retraces."""
+    return tuple(
+        release.id
+        for release in config.releases
+        if all(Path(repository).is_dir() for repository in release.repositories)
+    )
 
 
 @dataclass(frozen=True)
@@ -129,22 +166,22 @@ class Worker:
         self._store: TaskStore | None = None
         self._spool: Spool | None = None
         self._analyzer: Analyzer | None = None
+        # A remote worker's way to the front end's files (None: the spool is here).
+        self._front_end: FrontEnd | None = None
+        self._held: tuple[str, ...] | None = None
+        self.pass_on_pause = PASS_ON_PAUSE_SECONDS
 
     def retrace(self, task_id: str) -> None:
         """Retrace one task, unless it finished already or another worker holds it."""
         store, spool = self._open()
         settings = self._config.server
         owner = new_owner()
-        try:
-            task = store.claim(task_id, settings.task_lease_seconds, owner=owner)
-        except sqlite3.Error as error:
-            # Still QUEUED without a message: housekeeping queues it again.
-            log.warning("task %s not claimed, the store failed: %s", task_id, error)
+        if not self._holds_release(store, task_id):
             return
+        task = self._claim(store, task_id, owner)
         if task is None:
-            log.info("task %s is finished or held by another worker; skipped", task_id)
             return
-        guard = TaskGuard(store.path, task_id, owner, settings)
+        guard = TaskGuard(store, task_id, owner, settings)
         with guard:
             try:
                 outcome = self._saved_outcome(spool, task_id)
@@ -153,6 +190,11 @@ class Worker:
                     outcome = self._attempt(store, spool, task_id, task.attempts)
             except TaskAborted as aborted:
                 outcome, fresh = Outcome(False, aborted.reason), True
+            except FrontEndUnreachable as error:
+                # Not the task's fault: give it back at once for another attempt.
+                log.warning("task %s: the front end failed, released: %s", task_id, error.detail)
+                self._try(task_id, "release the task", store.release, task_id, owner)
+                return
         if guard.lease_lost:
             log.warning("task %s: %s", task_id, guard.reason)
             return
@@ -165,18 +207,67 @@ class Worker:
         self._finish(store, spool, task_id, owner, outcome)
         log.info("task %s finished: %s", task_id, outcome.reason or "success")
 
+    def _holds_release(self, store: TaskStore, task_id: str) -> bool:
+        """Whether this host should take the task: it holds the repositories of the
+        task's release, or no live worker does (then the retrace fails with the
+        analyzer's reason, as on one host). Otherwise the task goes back to its queue
+        for a host that holds them, after a pause that keeps this one from taking it
+        again at once."""
+        try:
+            task = store.get(task_id)
+            if task.release is None or task.release in self._held_releases():
+                return True
+            since = time.time() - 3 * self._config.server.worker_heartbeat_seconds
+            holders = [w for w in store.live_workers(since) if task.release in w.releases]
+        except ServerError:
+            return True  # unknown or unreadable: the claim decides
+        if not holders:
+            return True
+        log.info("task %s: release %s is not held here; passed on", task_id, task.release)
+        try:
+            JobQueue(self._config.queue, self._config.data_dir).put(task_id, task.arch)
+        except QueueUnavailable as error:
+            log.warning("task %s not passed on: %s", task_id, error.detail)
+        time.sleep(self.pass_on_pause)
+        return False
+
+    def _held_releases(self) -> tuple[str, ...]:
+        if self._held is None:
+            self._held = held_releases(self._config)
+        return self._held
+
+    def _claim(self, store: TaskStore, task_id: str, owner: str) -> Task | None:
+        """Claim the task, waiting out a short store outage (a database restart); None
+        if it is not claimable or the store stayed away (housekeeping queues it again)."""
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                task = store.claim(task_id, self._config.server.task_lease_seconds, owner=owner)
+            except StoreUnavailable as error:
+                log.warning("task %s not claimed, the store failed: %s", task_id, error.detail)
+                time.sleep(2**attempt)
+                continue
+            if task is None:
+                log.info("task %s is finished or held by another worker; skipped", task_id)
+            return task
+        return None
+
     def recover(self) -> None:
         """Queue again what dead workers left (a new worker process's first step)."""
         store, _ = self._open()
         try:
             requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
-        except sqlite3.Error as error:
-            log.warning("could not requeue lost tasks: %s", error)
+        except (StoreUnavailable, QueueUnavailable) as error:
+            log.warning("could not requeue lost tasks: %s", error.detail)
 
     def _attempt(self, store: TaskStore, spool: Spool, task_id: str, attempts: int) -> Outcome:
         """Run the analyzer, unless this task wore out its attempts or lost its files."""
         if attempts > MAX_ATTEMPTS:
             return Outcome(False, f"the retrace was interrupted {MAX_ATTEMPTS} times")
+        if self._front_end is not None:
+            try:
+                self._front_end.fetch(task_id, spool.problem_dir(task_id))
+            except ProblemGone:
+                return Outcome(False, FOLDER_GONE)
         if not spool.problem_dir(task_id).is_dir():
             return Outcome(False, FOLDER_GONE)
         return self._reuse_or_retrace(store, spool, task_id)
@@ -186,25 +277,51 @@ class Worker:
     ) -> None:
         """Seal the folder and record the outcome; file errors do not stop the record,
         and a store error is retried, then left to the lease (the task is run again)."""
-        self._try(task_id, "set the stage", store.set_stage, task_id, FINISHING)
+        self._try(task_id, "set the stage", store.set_stage, task_id, Stage.FINISHING)
+        if self._front_end is not None:
+            self._deliver(self._front_end, spool, task_id, owner, outcome)
+            return
         if not self._config.server.keep_core:
             self._try(task_id, "remove the core", spool.remove_core, task_id)
         self._try(task_id, "seal the folder", spool.seal, task_id)
         for attempt in range(FINISH_ATTEMPTS):
             try:
-                store.finish(task_id, outcome.success, outcome.reason, FINISHING, owner=owner)
+                store.finish(task_id, outcome.success, outcome.reason, owner=owner)
                 return
-            except sqlite3.Error as error:
-                log.warning("task %s: recording the outcome failed: %s", task_id, error)
+            except StoreUnavailable as error:
+                log.warning("task %s: recording the outcome failed: %s", task_id, error.detail)
                 time.sleep(2**attempt)
         log.error("task %s: the outcome could not be recorded; it will run again", task_id)
+
+    @staticmethod
+    def _deliver(
+        front_end: FrontEnd, spool: Spool, task_id: str, owner: str, outcome: Outcome
+    ) -> None:
+        """Hand the results, the log and the outcome to the front end, which seals and
+        records the task; retried, then left to the lease (the task is run again)."""
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                for name in (*RESULT_FILES, LOG):
+                    text = spool.read(task_id, name)
+                    if text is not None:
+                        front_end.put_result(task_id, owner, name, text.encode())
+                front_end.finish(task_id, owner, outcome.success, outcome.reason)
+            except TaskTakenOver:
+                log.warning("task %s: another worker took it over meanwhile", task_id)
+            except FrontEndUnreachable as error:
+                log.warning("task %s: handing back the results failed: %s", task_id, error.detail)
+                time.sleep(2**attempt)
+                continue
+            spool.remove(task_id)  # this host's copy is no longer needed
+            return
+        log.error("task %s: the results could not be handed back; it will run again", task_id)
 
     @staticmethod
     def _try(task_id: str, what: str, action: Callable[..., object], *args: object) -> bool:
         """Run one step of finishing; a failing file or store step is logged, not raised."""
         try:
             action(*args)
-        except (OSError, ServerError, sqlite3.Error) as error:
+        except (OSError, ServerError) as error:
             log.warning("task %s: could not %s: %s", task_id, what, _describe(error))
             return False
         return True
@@ -214,6 +331,16 @@ class Worker:
         dead workers left in podman (every minute). ``now`` is injectable for tests."""
         store, spool = self._open()
         requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
+        if self._front_end is None:
+            self._expire(store, spool, now)
+        try:
+            self._get_analyzer().clean_up()
+        except BuilderError as error:
+            log.warning("could not clean up after dead workers: %s", error.reason)
+
+    def _expire(self, store: TaskStore, spool: Spool, now: float | None) -> None:
+        """Expire old tasks and sweep abandoned uploads: the business of the host that
+        holds the spool."""
         settings = self._config.server
         now = time.time() if now is None else now
         for task_id in store.expired(
@@ -230,10 +357,6 @@ class Worker:
         for task_id in folders - known:
             spool.remove(task_id)  # its row was deleted (expiry) but the folder stayed
         spool.sweep_incoming(older_than_seconds=3600, now=now)
-        try:
-            self._get_analyzer().clean_up()
-        except BuilderError as error:
-            log.warning("could not clean up after dead workers: %s", error.reason)
 
     def _reuse_or_retrace(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
         """Copy the result of an identical core retraced against the same repository
@@ -319,9 +442,12 @@ class Worker:
         """This process's store and spool (huey forks workers, so never the parent's)."""
         if self._pid != os.getpid() or self._store is None or self._spool is None:
             self._pid = os.getpid()
-            self._store = TaskStore.in_data_dir(self._config.data_dir)
+            self._store = open_store(self._config.store, self._config.data_dir)
             self._spool = Spool.in_data_dir(self._config.data_dir, self._config.server)
             self._analyzer = None
+            remote = self._config.worker
+            if remote.front_end and remote.token:
+                self._front_end = FrontEnd(remote.front_end, remote.token)
         return self._store, self._spool
 
     def _get_analyzer(self) -> Analyzer:
@@ -357,9 +483,9 @@ class _TaskObserver:
 
     def stage(self, stage: Stage) -> None:
         try:
-            self._store.set_stage(self._task_id, stage.value)
-        except sqlite3.Error as error:  # progress only; the outcome is what counts
-            log.warning("task %s: stage not recorded: %s", self._task_id, error)
+            self._store.set_stage(self._task_id, stage)
+        except StoreUnavailable as error:  # progress only; the outcome is what counts
+            log.warning("task %s: stage not recorded: %s", self._task_id, error.detail)
 
     def log(self, line: str) -> None:
         self._spool.append_log(self._task_id, line)
@@ -397,14 +523,14 @@ class TaskGuard:
 
     def __init__(
         self,
-        store_path: Path,
+        store: TaskStore,
         task_id: str,
         owner: str,
         settings: ServerSettings,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._store_path = store_path
+        self._opened = store
         self._task_id = task_id
         self._owner = owner
         self._lease = settings.task_lease_seconds
@@ -438,7 +564,7 @@ class TaskGuard:
             self._target = None
         # Opened now, not on the first renewal: the host-side dnf bootstrap chroots this
         # whole process while rpm installs, and a path opened then is inside the new root.
-        self._store = TaskStore(self._store_path, busy_seconds=self.interval / 2)
+        self._store = self._opened.reopen(busy_seconds=self.interval / 2)
         self._thread.start()
         return self
 
@@ -461,15 +587,15 @@ class TaskGuard:
         try:
             if self._store is None:
                 # A renewal may wait for a busy database, but never past its round.
-                self._store = TaskStore(self._store_path, busy_seconds=self.interval / 2)
+                self._store = self._opened.reopen(busy_seconds=self.interval / 2)
             renewed = self._store.renew(self._task_id, self._lease, self._owner, now=self._wall())
-        except sqlite3.Error as error:
+        except StoreUnavailable as error:
             if self._wall() + self.interval >= self._lease_until:
                 return (
-                    f"The task's lease could not be renewed ({error}), so another worker"
-                    " may take the task."
+                    f"The task's lease could not be renewed ({error.detail}), so another"
+                    " worker may take the task."
                 )
-            log.warning("task %s: lease not renewed, retrying: %s", self._task_id, error)
+            log.warning("task %s: lease not renewed, retrying: %s", self._task_id, error.detail)
             return None
         if not renewed:
             self.lease_lost = True
@@ -502,9 +628,9 @@ class TaskGuard:
         log.error("task %s: the retrace did not stop; ending this worker process", self._task_id)
         if not self.lease_lost and self._store is not None:
             try:
-                self._store.finish(self._task_id, False, reason, FINISHING, owner=self._owner)
-            except sqlite3.Error as error:
-                log.error("task %s: failure not recorded: %s", self._task_id, error)
+                self._store.finish(self._task_id, False, reason, owner=self._owner)
+            except StoreUnavailable as error:
+                log.error("task %s: failure not recorded: %s", self._task_id, error.detail)
         os._exit(1)
 
     def _raise_in_retrace(self, signum: int, frame: FrameType | None) -> None:

@@ -4,6 +4,7 @@
 - ``testos``: the synthetic "testos 1" release with real crashes, built once and cached.
 - ``testos_i386``: its 32-bit twin ``testos-1-i386`` (i686 packages), built and cached alike.
 - ``config_factory``: a validated Config whose data lives under the test's tmp_path.
+- ``postgres``: a private PostgreSQL cluster (``new_database()`` gives each test its own).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from retracer.server.config import Config, config_from_mapping
 from testing.podman_service import PodmanLauncher, PodmanService
+from testing.postgres_service import PostgresCluster
 from testing.testos.fixture import testos, testos_i386  # noqa: F401  (session fixtures)
 
 
@@ -27,6 +29,16 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
         yield service
     finally:
         launcher.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore
 from testing.podman_service import PodmanService
 from testing.server.live import ServeFactory, retrace_settings
 from testing.testos import Testos
@@ -114,7 +114,7 @@ def test_a_repeated_core_reuses_the_result_and_a_different_one_is_retraced(
     )
     assert wait_finished(url, second_id, second_password, timeout=600)[0] == "FINISHED_SUCCESS"
 
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     try:
         second = store.get(second_id)
         assert store.core_sha256(second_id) == hashlib.sha256(crash.core.read_bytes()).hexdigest()

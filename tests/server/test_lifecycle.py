@@ -28,7 +28,7 @@ from retracer.server.auth import digest
 from retracer.server.config import Config, ServerSettings, config_from_mapping
 from retracer.server.lifetime import new_owner
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskState, TaskStore
+from retracer.server.tasks import SqliteTaskStore, TaskState, TaskStore
 from retracer.server.worker import FOLDER_GONE, TaskGuard, Worker
 from testing.podman_service import PodmanLauncher, PodmanService
 from testing.server.live import Served, ServeFactory, retrace_settings, settings_mapping
@@ -92,13 +92,13 @@ class FakeClock:
 
 
 def test_the_guard_stops_a_task_at_its_deadline(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "tasks.db")
+    store = SqliteTaskStore(tmp_path / "tasks.db")
     store.insert("100000001", "hash")
     owner = new_owner()
     assert store.claim("100000001", 60, owner=owner) is not None
     clock = FakeClock()
     settings = ServerSettings(task_lease_seconds=60, task_deadline_seconds=300)
-    guard = TaskGuard(store.path, "100000001", owner, settings, clock=clock)
+    guard = TaskGuard(store, "100000001", owner, settings, clock=clock)
     assert guard.check() is None
     clock.now += 299
     assert guard.check() is None
@@ -108,18 +108,18 @@ def test_the_guard_stops_a_task_at_its_deadline(tmp_path: Path) -> None:
 
 
 def test_the_guard_notices_that_another_worker_took_the_task(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "tasks.db")
+    store = SqliteTaskStore(tmp_path / "tasks.db")
     store.insert("100000002", "hash")
     first = new_owner()
     assert store.claim("100000002", 60, owner=first) is not None
     settings = ServerSettings(task_lease_seconds=60)
-    guard = TaskGuard(store.path, "100000002", first, settings)
+    guard = TaskGuard(store, "100000002", first, settings)
     assert guard.check() is None
     # The lease ran out (say the worker was stopped for a while) and another took it.
     assert store.claim("100000002", 60, now=time.time() + 120, owner=new_owner())
     assert guard.check() == "the lease ran out and another worker took over the task"
     assert guard.lease_lost
-    assert store.finish("100000002", False, "late", "done", owner=first) is False
+    assert store.finish("100000002", False, "late", owner=first) is False
 
 
 # Through `retracer serve`
@@ -144,7 +144,7 @@ def test_a_lease_that_cannot_be_renewed_stops_the_retrace(
     data = lifecycle_settings(tmp_path, testos, door.url, task_lease_seconds=3)
     url = serve_process(data).start()
     task_id, password = create_task(url, testos.crashes["crasher"].archive)
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     wait_running(store, task_id)
 
     # Another connection holds the write lock: every renewal fails ("database is locked").
@@ -202,7 +202,7 @@ def test_health_and_metrics_say_whether_a_worker_is_alive(
 
 def test_a_folder_gone_fails_the_task_with_a_reason(tmp_path: Path) -> None:
     config = config_from_mapping(settings_mapping(tmp_path), tmp_path)
-    store = TaskStore.in_data_dir(config.data_dir)
+    store = SqliteTaskStore.in_data_dir(config.data_dir)
     # The server stored the row, then died before moving the folder in.
     assert store.insert("100000003", "hash", now=time.time() - 120, reserve_seconds=60)
     assert store.queued_ids() == ["100000003"]  # the reservation ran out
@@ -213,7 +213,7 @@ def test_a_folder_gone_fails_the_task_with_a_reason(tmp_path: Path) -> None:
 
 
 def test_a_reserved_task_is_not_queued_by_housekeeping(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "tasks.db")
+    store = SqliteTaskStore(tmp_path / "tasks.db")
     assert store.insert("100000004", "hash", reserve_seconds=60)
     assert store.queued_ids() == []
     assert store.claim("100000004", 60) is None
@@ -237,7 +237,7 @@ def test_a_worker_killed_mid_retrace_is_replaced_and_the_task_finishes(
     url = serve_process(data).start()
     crash = testos.crashes["crasher"]
     task_id, password = create_task(url, crash.archive)
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     pid = owner_pid(wait_running(store, task_id))
 
     os.kill(pid, signal.SIGKILL)  # as the OOM killer would
@@ -266,7 +266,7 @@ def test_the_worker_child_of_serve_is_restarted_after_kill_9(
     wait_until(lambda: requests.get(f"{url}/health", timeout=5).ok, 30, "a healthy worker")
     crash = testos.crashes["crasher"]
     task_id, password = create_task(url, crash.archive)
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     retracing = owner_pid(wait_running(store, task_id))
     (consumer,) = [
         pid for pid in children(server.process.pid) if command_line(pid).endswith(
@@ -313,7 +313,7 @@ def test_a_podman_service_killed_mid_retrace_ends_the_task_with_a_reason(
         launcher.process.wait()
     status, password = wait_finished(url, task_id, password, timeout=60)
     assert status == "FINISHED_FAILURE"
-    reason = TaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
+    reason = SqliteTaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
     assert reason is not None
     assert reason.startswith(f"The podman service at {podman.url} cannot be reached")
     launcher.stop()
@@ -324,7 +324,7 @@ def test_a_write_waiting_for_the_database_does_not_freeze_the_server(
 ) -> None:
     config = server_config(protocol_profile="seed")
     url = serve(config).url
-    store = TaskStore.in_data_dir(config.data_dir)
+    store = SqliteTaskStore.in_data_dir(config.data_dir)
     assert store.insert("123456789", digest("right"))
     # A worker holds the write lock: the HTTP process's next write waits (busy timeout).
     blocker = sqlite3.connect(store.path, isolation_level=None)
@@ -390,7 +390,7 @@ def test_a_full_spool_still_finishes_the_task_with_its_reason(
     data = lifecycle_settings(tmp_path, testos, door.url, task_deadline_seconds=3)
     url = serve_process(data).start()
     task_id, password = create_task(url, testos.crashes["crasher"].archive)
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     wait_running(store, task_id)
     fill(small_spool)  # the outcome, the log line and the results cannot be written
 
@@ -459,7 +459,7 @@ def test_a_sync_republishing_the_repository_during_a_retrace(
 
 
 def store_reason(tmp_path: Path, task_id: str) -> str | None:
-    return TaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
+    return SqliteTaskStore.in_data_dir(tmp_path / "data").get(task_id).reason
 
 
 def test_an_upload_still_arriving_after_an_hour_is_not_swept(tmp_path: Path) -> None:

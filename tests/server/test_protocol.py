@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,7 +13,7 @@ import requests
 from retracer.server.app import create_app
 from retracer.server.auth import digest
 from retracer.server.config import Config
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore
 from testing.server.archives import abrt_archive
 from testing.server.live import Served
 from tests.server.client import create_task, upload
@@ -78,7 +79,7 @@ def test_passwords_are_stored_only_as_hashes(
     task_id, password = create_task(served.url)
     database = (server_config().data_dir / "tasks.db").read_bytes()
     assert password.encode() not in database
-    assert TaskStore.in_data_dir(server_config().data_dir).password_hash(task_id) == digest(
+    assert SqliteTaskStore.in_data_dir(server_config().data_dir).password_hash(task_id) == digest(
         password
     )
 
@@ -93,9 +94,11 @@ def status(url: str, task_id: str, password: str) -> requests.Response:
 
 
 def test_seed_profile_rotates_the_password_on_every_answer(
-    served: Served, seed_task: tuple[str, str]
+    served: Served, seed_task: tuple[str, str], tmp_path: Path
 ) -> None:
     task_id, password = seed_task
+    # A live worker serves the core's architecture: the task waits for a free one.
+    SqliteTaskStore.in_data_dir(tmp_path / "data").beat("worker", arches=("x86_64",))
     first = status(served.url, task_id, password)
     assert first.status_code == 200
     assert first.text == "PENDING"
@@ -138,7 +141,8 @@ def test_abrt_profile_keeps_the_password_and_answers_in_words(
         assert response.status_code == 200
         assert "X-Task-Password" not in response.headers
         assert response.headers["X-Task-Status"] == "PENDING"
-        assert response.text == "Waiting for a free worker (position 1)"
+        # No worker serves x86_64 at all: the task waits for one, and says so.
+        assert response.text == "Waiting for an x86_64 worker (position 1)"
 
 
 def test_log_is_available_once_finished(served: Served, seed_task: tuple[str, str]) -> None:

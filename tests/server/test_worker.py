@@ -18,7 +18,7 @@ from retracer.server.config import config_from_mapping
 from retracer.server.errors import TaskSealed
 from retracer.server.jobs import JobQueue
 from retracer.server.spool import Spool
-from retracer.server.tasks import TaskState, TaskStore
+from retracer.server.tasks import SqliteTaskStore, TaskState
 from retracer.server.worker import Worker
 from testing.podman_service import PodmanService
 from testing.server.live import ServeFactory, settings_mapping
@@ -106,7 +106,7 @@ def test_a_task_whose_worker_died_is_run_again(serve_process: ServeFactory, tmp_
     task_id, password = create_task(url)
     server.kill()
     # A worker took the task and died: RUNNING, with a lease nobody renews.
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     # Claimed a minute ago with a one-second lease: it ran out long since.
     assert store.claim(task_id, lease_seconds=1, now=time.time() - 60) is not None
 
@@ -132,8 +132,8 @@ def test_finished_tasks_are_read_only(serve_process: ServeFactory, tmp_path: Pat
     spool = Spool.in_data_dir(config.data_dir, config.server)
     with pytest.raises(TaskSealed, match=f"Task {task_id} has finished; its files are read-only."):
         spool.append_log(task_id, "one more line")
-    store = TaskStore.in_data_dir(config.data_dir)
-    assert store.finish(task_id, True, None, "done") is False
+    store = SqliteTaskStore.in_data_dir(config.data_dir)
+    assert store.finish(task_id, True, None) is False
     # The queue delivers the same id again (a lost-message recovery, say): nothing changes.
     JobQueue(config.queue, config.data_dir).put(task_id)
     wait_for_line(server.log_file, f"task {task_id} is finished or held by another worker")

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.statistics import TOTAL, percentile
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore, TaskStore
 from testing.server.live import settings_mapping
 
 TOKEN = "dashboard-token"
@@ -39,7 +39,7 @@ def fill_store(store: TaskStore) -> None:
         if retrace:
             release, arch, cached, gdb_seconds = retrace
             store.record_retrace(task_id, release, arch, cached, (("running gdb", gdb_seconds),))
-        store.finish(task_id, success, reason, "Finishing task")
+        store.finish(task_id, success, reason)
     store.insert("100000006", "hash")
     store.record_environment_cache(3, 5 << 20)
 
@@ -48,7 +48,7 @@ def test_dashboard_and_metrics_show_the_same_figures(
     config_factory: Callable[..., Config], tmp_path: Path
 ) -> None:
     app = create_app(config_factory(settings_mapping(tmp_path, admin_token=TOKEN)))
-    store = TaskStore.in_data_dir(tmp_path / "data")
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     fill_store(store)
     store.beat("worker-on-this-host")  # one consumer said it is alive just now
     client = app.test_client()

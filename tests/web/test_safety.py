@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from retracer.server.app import create_app
 from retracer.server.config import Config
-from retracer.server.tasks import TaskStore
+from retracer.server.tasks import SqliteTaskStore
 from retracer.server.web.security import CSRF_COOKIE, CSRF_FIELD, TASK_COOKIE
 from testing.server.archives import abrt_archive
 from testing.server.live import ThreadServer, settings_mapping
@@ -91,7 +91,7 @@ def test_forms_without_the_csrf_token_are_refused(
 
     refused = upload_form(client, abrt_archive(), "crash.tar.xz", token=None)
     assert refused.status_code == 403
-    assert TaskStore.in_data_dir(tmp_path / "data").ids() == set()
+    assert SqliteTaskStore.in_data_dir(tmp_path / "data").ids() == set()
 
     created = upload_form(client, abrt_archive(), "crash.tar.xz", csrf(client))
     task_id, password = created_id(created), cookie_header(created, TASK_COOKIE)
