@@ -51,6 +51,9 @@ class ServerSettings:
     keep_core: bool = False
     finished_task_max_age_hours: float = 168.0
     unfinished_task_max_age_hours: float = 24.0
+    # How often expiry runs where no local worker's housekeeping does it
+    # (`retracer serve --no-worker`, a front end whose workers are elsewhere).
+    housekeeping_seconds: float = 60.0
     # Slow and hostile clients (server/connections.py, server/offload.py).
     # A client must send its request line and headers within this time; it is also
     # how long a kept-alive connection may sit idle between requests.

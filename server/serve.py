@@ -24,6 +24,7 @@ from gevent.pywsgi import LoggingLogAdapter
 from retracer.server.app import create_app
 from retracer.server.config import Config
 from retracer.server.connections import make_server
+from retracer.server.expiry import expire_periodically
 from retracer.server.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     supervisor = WorkerSupervisor(config) if with_worker else None
     if supervisor is not None:
         supervisor.start()
+    # Without a local worker, whose housekeeping expires tasks, this process does.
+    expiry = None if with_worker else expire_periodically(config)
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, server.stop)
     try:
@@ -60,6 +63,8 @@ def serve(config: Config, with_worker: bool, announce: bool = True) -> None:
     finally:
         if supervisor is not None:
             supervisor.stop()
+        if expiry is not None:
+            expiry.kill()
 
 
 class WorkerSupervisor:

@@ -30,6 +30,7 @@ from retracer.builder.model import Stage
 from retracer.builder.retrace import Analyzer
 from retracer.server.config import Config, ServerSettings
 from retracer.server.errors import QueueUnavailable, ServerError, StoreUnavailable
+from retracer.server.expiry import expire
 from retracer.server.jobs import JobQueue, requeue_lost
 from retracer.server.lifetime import exit_with_parent, forks_exit_with_parent, new_owner
 from retracer.server.remote import FrontEnd, FrontEndUnreachable, ProblemGone, TaskTakenOver
@@ -332,31 +333,11 @@ class Worker:
         store, spool = self._open()
         requeue_lost(store, JobQueue(self._config.queue, self._config.data_dir))
         if self._front_end is None:
-            self._expire(store, spool, now)
+            expire(store, spool, self._config.server, now)
         try:
             self._get_analyzer().clean_up()
         except BuilderError as error:
             log.warning("could not clean up after dead workers: %s", error.reason)
-
-    def _expire(self, store: TaskStore, spool: Spool, now: float | None) -> None:
-        """Expire old tasks and sweep abandoned uploads: the business of the host that
-        holds the spool."""
-        settings = self._config.server
-        now = time.time() if now is None else now
-        for task_id in store.expired(
-            finished_before=now - settings.finished_task_max_age_hours * 3600,
-            created_before=now - settings.unfinished_task_max_age_hours * 3600,
-        ):
-            store.delete(task_id)
-            spool.remove(task_id)
-            log.info("task %s expired", task_id)
-        # Folders first, then ids: a task's row is written before its folder moves in,
-        # so a folder listed here whose id is unknown a moment later is a true orphan.
-        folders = spool.task_ids()
-        known = store.ids()
-        for task_id in folders - known:
-            spool.remove(task_id)  # its row was deleted (expiry) but the folder stayed
-        spool.sweep_incoming(older_than_seconds=3600, now=now)
 
     def _reuse_or_retrace(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
         """Copy the result of an identical core retraced against the same repository
