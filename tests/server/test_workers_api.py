@@ -16,8 +16,8 @@ from retracer.server.remote import FrontEnd, ProblemGone, TaskTakenOver
 from retracer.server.tasks import SqliteTaskStore, TaskState
 from retracer.server.worker import Worker
 from testing.server.archives import abrt_archive
-from testing.server.live import Served
-from tests.server.conftest import settings_mapping, upload
+from testing.server.live import Served, settings_mapping
+from tests.server.client import upload
 
 TOKEN = "worker-secret"
 
