@@ -72,12 +72,15 @@ def run(config: Config, parent_pid: int | None = None) -> None:
     worker = Worker(config)
     forks_exit_with_parent()  # huey's processes die with this one
     with Heartbeat(config.data_dir, config.server.worker_heartbeat_seconds):
-        queue.consume(
-            worker.retrace,
-            worker.housekeeping,
-            workers=config.server.workers,
-            on_worker_start=worker.recover,
-        )
+        try:
+            queue.consume(
+                worker.retrace,
+                worker.housekeeping,
+                workers=config.server.workers,
+                on_worker_start=worker.recover,
+            )
+        finally:
+            worker.close()
 
 
 class Heartbeat:
@@ -323,6 +326,12 @@ class Worker:
             self._spool = Spool.in_data_dir(self._config.data_dir, self._config.server)
             self._analyzer = None
         return self._store, self._spool
+
+    def close(self) -> None:
+        """Close this process's analyzer (its podman connections), if it made one."""
+        if self._analyzer is not None and self._pid == os.getpid():
+            self._analyzer.close()
+            self._analyzer = None
 
     def _get_analyzer(self) -> Analyzer:
         if self._analyzer is None:
