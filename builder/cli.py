@@ -73,8 +73,10 @@ def retrace_command(
     whole report) and exits 0; on failure prints the reason and exits 1.
     """
     config = source.load()
-    analyzer = Analyzer.in_data_dir(config.builder, config.releases, config.data_dir)
-    with tempfile.TemporaryDirectory(prefix="retracer-retrace-") as scratch:
+    with (
+        Analyzer.in_data_dir(config.builder, config.releases, config.data_dir) as analyzer,
+        tempfile.TemporaryDirectory(prefix="retracer-retrace-") as scratch,
+    ):
         try:
             if problem.is_file():
                 problem = _unpack(problem, Path(scratch) / "problem", config.server)

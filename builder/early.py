@@ -3,19 +3,20 @@
 While the core is being inspected, gdb can already run in the environment the last
 crash of the same program needed: crashes of one build usually need the same
 packages. Once the inspection has named the right environment, the early run is
-either taken (it ran in that very environment) or stopped and thrown away. It has
-a sandbox of its own, since podman-py clients are not shared between threads.
+either taken (it ran in that very environment) or stopped and thrown away. It runs
+on the analyzer's background thread, with that thread's sandbox, since podman-py
+clients are not shared between threads.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import suppress
 from dataclasses import replace
 
 from retracer.builder.errors import BuilderError, SandboxFailed
-from retracer.builder.sandbox import RunOutput, RunSpec, Sandbox
+from retracer.builder.sandbox import Background, RunOutput, RunSpec, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +24,18 @@ _KILL_RETRY_SECONDS = 0.2
 
 
 class EarlyRun:
-    """Runs ``spec`` on a thread at once; :meth:`take` or :meth:`discard` it, then close.
+    """Runs ``spec`` on ``background`` at once; :meth:`take` or :meth:`discard` it,
+    then close.
 
     ``caller`` is the caller's own sandbox, used from the caller's thread only, to
     stop the run.
     """
 
-    def __init__(self, caller: Sandbox, spec: RunSpec) -> None:
+    def __init__(self, caller: Sandbox, background: Background, spec: RunSpec) -> None:
         self._caller = caller
-        self._sandbox = Sandbox(caller.settings)
         self.spec = replace(spec, name=caller.new_name(spec.step))
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-run")
-        self._future: Future[RunOutput] = self._pool.submit(self._sandbox.run, self.spec)
+        early = self.spec
+        self._future: Future[RunOutput] = background.submit(lambda sandbox: sandbox.run(early))
 
     def take(self) -> RunOutput | None:
         """The run's output, once it ends; for a caller who needs ``spec.image``.
@@ -66,10 +67,9 @@ class EarlyRun:
             log.warning("could not stop the early run: %s", error.reason)
 
     def close(self) -> None:
-        """Discard an untaken run, and return once its container is gone."""
+        """Discard an untaken run, and return once its container is gone (the
+        background sandbox removes its containers before a run returns)."""
         self.discard()
-        self._pool.shutdown(wait=True)
-        self._sandbox.close()
 
     def __enter__(self) -> EarlyRun:
         return self

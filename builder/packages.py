@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +33,7 @@ from typing import IO
 
 from retracer.sync.model import Package
 from retracer.sync.payload import unpack_payload
+from retracer.sync.wal import connect_wal
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,9 @@ class StoreIndex:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        self._db = connect_wal(path, busy_seconds=60)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
             self._db.commit()
 

@@ -41,7 +41,7 @@ from retracer.builder.model import (
 from retracer.builder.packages import PackageCheck, PackageStore, StoreUsage
 from retracer.builder.problem import Problem, read_problem
 from retracer.builder.report import Facts, build_report, split_output
-from retracer.builder.sandbox import BindMount, RunOutput, RunSpec, Sandbox
+from retracer.builder.sandbox import Background, BindMount, RunOutput, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.errors import PackageNotFound, SyncError
 from retracer.sync.index import RepositoryIndex, build_id_link
@@ -66,7 +66,12 @@ class _Silent:
 
 
 class Analyzer:
-    """Retraces crashes; keep one per worker process so repository indexes stay warm."""
+    """Retraces crashes; keep one per worker process so repository indexes stay warm.
+
+    It holds two podman connections for its whole life: one for the caller's thread and
+    one on a background thread, which removes finished containers and runs gdb early.
+    Either is made again when the podman service went away. Close it when done.
+    """
 
     @classmethod
     def in_data_dir(
@@ -92,6 +97,21 @@ class Analyzer:
         self._driver: Path | None = None
         self._store: PackageStore | None = None
         self._checkers: dict[str, SignatureChecker] = {}
+        self._sandbox: Sandbox | None = None
+        self._background: Background | None = None
+
+    def close(self) -> None:
+        """Wait until every container is removed, then disconnect from podman."""
+        self._disconnect()
+        if self._background is not None:
+            self._background.close()
+            self._background = None
+
+    def __enter__(self) -> Analyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def store(self) -> PackageStore:
@@ -132,14 +152,16 @@ class Analyzer:
         with run.step("reading the problem directory"):
             problem = read_problem(problem_dir, self.releases)
         run.log(f"release {problem.release.id}, executable {problem.executable}")
-        with Sandbox(self.settings) as sandbox:
+        with self._connection() as (sandbox, background):
             base_images = BaseImages(sandbox, self.settings, self.state_dir)
             environments = Environments(base_images, self.store, self.state_dir)
             with run.step("preparing the base image"):
                 base = base_images.base_image(problem.release)
             with (
                 _readable_core(problem.core, self._scratch) as core,
-                self._early_gdb(environments, sandbox, problem, core, marker, run) as early,
+                self._early_gdb(
+                    environments, sandbox, background, problem, core, marker, run
+                ) as early,
             ):
                 with run.step("inspecting the core"):
                     modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
@@ -234,6 +256,7 @@ class Analyzer:
         self,
         environments: Environments,
         sandbox: Sandbox,
+        background: Background,
         problem: Problem,
         core: Path,
         marker: str,
@@ -247,7 +270,7 @@ class Analyzer:
             return
         spec = self._gdb_spec(environments, environment, core, problem, marker)
         try:
-            with EarlyRun(sandbox, spec) as early:
+            with EarlyRun(sandbox, background, spec) as early:
                 run.log(
                     f"gdb started early in environment {environment.name},"
                     " which the last crash of this program needed"
@@ -295,7 +318,7 @@ class Analyzer:
 
     def base_image(self, release: ReleaseSettings) -> str:
         """The release's base image, built first if needed (tools and tests)."""
-        with Sandbox(self.settings) as sandbox:
+        with self._connection() as (sandbox, _):
             return BaseImages(sandbox, self.settings, self.state_dir).base_image(release)
 
     def environment_cache(self) -> StoreUsage:
@@ -304,7 +327,7 @@ class Analyzer:
 
     def clean_up(self) -> None:
         """Remove what killed workers left: overdue containers and stale scratch files."""
-        with Sandbox(self.settings) as sandbox:
+        with self._connection() as (sandbox, _):
             for name in sandbox.remove_overdue_containers():
                 log.warning("removed container %s, left behind by a dead worker", name)
         for name in self.store.clean_up():
@@ -318,6 +341,32 @@ class Analyzer:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
+
+    @contextmanager
+    def _connection(self) -> Iterator[tuple[Sandbox, Background]]:
+        """The caller's sandbox and the background, connected; on the way out, every
+        container used meanwhile is removed."""
+        if self._sandbox is not None and not self._sandbox.reachable:
+            self._disconnect()
+        background = self._background = self._background or Background(self.settings)
+        if self._sandbox is None:
+            self._sandbox = Sandbox(self.settings, reaper=background)
+        try:
+            yield self._sandbox, background
+        except (BuilderError, SyncError):
+            raise  # the sandbox knows whether the service went away
+        except BaseException:
+            # Interrupted (a task's deadline, say) maybe mid-request: the connection
+            # may hold half a response, so the next use starts a new one.
+            self._disconnect()
+            raise
+        finally:
+            background.drain()
+
+    def _disconnect(self) -> None:
+        if self._sandbox is not None:
+            sandbox, self._sandbox = self._sandbox, None
+            sandbox.close()
 
     def _gdb_driver(self) -> Path:
         """The folder holding the gdb driver and its modules, copied under state_dir

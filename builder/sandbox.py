@@ -15,19 +15,19 @@ import socket
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from podman import PodmanClient
 from podman.errors import APIError, ImageNotFound, NotFound, PodmanError
 
-from retracer.builder.errors import SandboxFailed, SandboxUnavailable, StepTimeout
+from retracer.builder.errors import BuilderError, SandboxFailed, SandboxUnavailable, StepTimeout
 from retracer.builder.settings import BuilderSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ SANDBOX_USER = "65534:65534"
 DEADLINE_LABEL = "io.retracer.deadline"
 # How long after its deadline a container is surely abandoned (its run() has given up).
 _ORPHAN_MARGIN_SECONDS = 300
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,14 @@ def _read_capped(chunks: Iterable[bytes], cap: int | None) -> bytes:
 
 
 class Sandbox:
-    """A connection to the podman service, offering the few verbs the analyzer needs."""
+    """A connection to the podman service, offering the few verbs the analyzer needs.
 
-    def __init__(self, settings: BuilderSettings) -> None:
+    Use it from one thread only: podman-py clients are not shared between threads.
+    With a ``reaper`` (a :class:`Background`), finished containers are removed on its
+    thread, so the next step starts at once; without one, ``run`` removes them itself.
+    """
+
+    def __init__(self, settings: BuilderSettings, reaper: Background | None = None) -> None:
         self.settings = settings
         self.limits = settings.limits
         try:
@@ -106,11 +113,14 @@ class Sandbox:
         except (PodmanError, requests.RequestException, OSError) as error:
             self.client.close()
             raise SandboxUnavailable(settings.podman_url, _short(error)) from error
-        self._reaper = _Reaper(settings.podman_url)
+        self._reaper = reaper
+        # False once the service stopped answering; its owner then connects anew.
+        self.reachable = True
 
     def close(self) -> None:
         """Wait until every container this sandbox ran is removed, then disconnect."""
-        self._reaper.close()
+        if self._reaper is not None:
+            self._reaper.drain()
         self.client.close()
 
     def __enter__(self) -> Sandbox:
@@ -242,7 +252,21 @@ class Sandbox:
         try:
             yield container
         finally:
-            self._reaper.remove(name)
+            if self._reaper is not None:
+                self._reaper.remove(name)
+            else:
+                self.remove_container(name)
+
+    def remove_container(self, name: str) -> None:
+        """Remove a container, logging (not raising) a failure: a dead worker's
+        housekeeping removes it later, by its deadline label."""
+        try:
+            with self._translated("removing a container"), suppress(NotFound):
+                self.client.containers.remove(name, force=True)
+        except BuilderError as error:
+            log.warning("could not remove container %s: %s", name, error.reason)
+        except OSError as error:
+            log.warning("could not remove container %s: %s", name, _short(error))
 
     def _create_args(self, spec: RunSpec, name: str) -> dict[str, Any]:
         limits = self.limits
@@ -300,10 +324,12 @@ class Sandbox:
         try:
             yield
         except (requests.ConnectionError, ConnectionError) as error:
+            self.reachable = False
             raise SandboxUnavailable(self.settings.podman_url, _short(error)) from error
         except APIError as error:
             # podman-py reports a dead service as "GET operation failed" over the OSError.
             if isinstance(error.__cause__, OSError):
+                self.reachable = False
                 why = _short(error.__cause__)
                 raise SandboxUnavailable(self.settings.podman_url, why) from error
             raise SandboxFailed(step, _short(error)) from error
@@ -311,34 +337,57 @@ class Sandbox:
             raise SandboxFailed(step, _short(error)) from error
 
 
-class _Reaper:
-    """Removes finished containers on a thread of its own, so the next step starts at
-    once; ``close`` returns when all of them are gone. The thread has its own client:
-    podman-py's is not meant to be shared between threads."""
+class Background:
+    """One thread with a sandbox of its own, for work the caller does not wait for:
+    removing finished containers, and a gdb run started early (see EarlyRun).
 
-    def __init__(self, podman_url: str) -> None:
-        self._podman_url = podman_url
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-reaper")
-        self._client: PodmanClient | None = None
+    The sandbox is made on the thread and used there only; it is made again when the
+    podman service went away (a restart). :meth:`drain` returns once all work
+    submitted so far is done.
+    """
+
+    def __init__(self, settings: BuilderSettings) -> None:
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-background")
+        self._sandbox: Sandbox | None = None
+
+    def submit(self, work: Callable[[Sandbox], _T]) -> Future[_T]:
+        """Run ``work`` with the thread's sandbox; its errors come out of the future."""
+        return self._pool.submit(self._do, work)
 
     def remove(self, name: str) -> None:
-        self._pool.submit(self._remove, name)
+        self.submit(lambda sandbox: sandbox.remove_container(name)).add_done_callback(
+            _log_failed_removal(name)
+        )
+
+    def drain(self) -> None:
+        self._pool.submit(lambda: None).result()
 
     def close(self) -> None:
+        """Finish the work submitted, then disconnect."""
+        self._pool.submit(self._disconnect)
         self._pool.shutdown(wait=True)
-        if self._client is not None:
-            self._client.close()
 
-    def _remove(self, name: str) -> None:
-        try:
-            if self._client is None:
-                self._client = PodmanClient(base_url=self._podman_url, timeout=60)
-            self._client.containers.remove(name, force=True)
-        except NotFound:
-            pass
-        except (PodmanError, requests.RequestException, OSError) as error:
-            # A dead worker's housekeeping removes it later, by its deadline label.
-            log.warning("could not remove container %s: %s", name, _short(error))
+    def _do(self, work: Callable[[Sandbox], _T]) -> _T:
+        if self._sandbox is not None and not self._sandbox.reachable:
+            self._disconnect()
+        if self._sandbox is None:
+            self._sandbox = Sandbox(self.settings)
+        return work(self._sandbox)
+
+    def _disconnect(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+
+
+def _log_failed_removal(name: str) -> Callable[[Future[None]], None]:
+    def check(future: Future[None]) -> None:
+        error = future.exception()
+        if isinstance(error, BuilderError):  # no sandbox could be made
+            log.warning("could not remove container %s: %s", name, error.reason)
+
+    return check
 
 
 def _probe(url: str) -> None:

@@ -79,12 +79,15 @@ def run(config: Config, parent_pid: int | None = None) -> None:
     forks_exit_with_parent()  # huey's processes die with this one
     log.info("serving the queues of %s", ", ".join(arches))
     with Heartbeat(config, arches):
-        queue.consume(
-            worker.retrace,
-            worker.housekeeping,
-            workers=config.server.workers,
-            on_worker_start=worker.recover,
-        )
+        try:
+            queue.consume(
+                worker.retrace,
+                worker.housekeeping,
+                workers=config.server.workers,
+                on_worker_start=worker.recover,
+            )
+        finally:
+            worker.close()
 
 
 class Heartbeat:
@@ -430,6 +433,12 @@ class Worker:
             if remote.front_end and remote.token:
                 self._front_end = FrontEnd(remote.front_end, remote.token)
         return self._store, self._spool
+
+    def close(self) -> None:
+        """Close this process's analyzer (its podman connections), if it made one."""
+        if self._analyzer is not None and self._pid == os.getpid():
+            self._analyzer.close()
+            self._analyzer = None
 
     def _get_analyzer(self) -> Analyzer:
         if self._analyzer is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from retracer.server.errors import StoreUnavailable
 from retracer.server.tasks.migrations import MIGRATIONS, UNVERSIONED_COLUMNS
 from retracer.server.tasks.store import Database, Dialect, TaskStore
+from retracer.sync.wal import connect_wal
 
 DIALECT = Dialect(placeholder="?", same="IS", skip_locked="", floor="CAST({} AS INTEGER)")
 
@@ -31,10 +32,7 @@ class SqliteTaskStore(TaskStore):
             path.parent.mkdir(parents=True, exist_ok=True)
             # One connection per store; the HTTP process may build the app in one thread
             # and serve it from another, but never uses a store from two threads at once.
-            self._db = sqlite3.connect(
-                path, isolation_level=None, timeout=busy_seconds, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect_wal(path, busy_seconds, isolation_level=None)
             # Commits survive a killed process either way; only those made with
             # ``durable=True`` (a new task, a finished one) also wait for the disk.
             self._db.execute("PRAGMA synchronous=NORMAL")

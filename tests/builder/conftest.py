@@ -45,10 +45,11 @@ def retrace_config(
 
 
 @pytest.fixture(scope="session")
-def analyzer(retrace_config: Config) -> Analyzer:
-    return Analyzer(
+def analyzer(retrace_config: Config) -> Iterator[Analyzer]:
+    with Analyzer(
         retrace_config.builder, retrace_config.releases, retrace_config.data_dir / "builder"
-    )
+    ) as analyzer:
+        yield analyzer
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,12 +53,30 @@ def upstream(testos: Testos, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def stalled_server() -> Iterator[str]:
+def stalled_listener() -> Iterator[socket.socket]:
     """Accepts connections (the kernel's backlog does) and never answers."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        yield listener
+
+
+@pytest.fixture
+def stalled_server(stalled_listener: socket.socket) -> str:
+    return f"http://127.0.0.1:{stalled_listener.getsockname()[1]}"
+
+
+def connections_waiting(listener: socket.socket) -> int:
+    """How many connections reached the listener (none was accepted before)."""
+    listener.setblocking(False)
+    count = 0
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except BlockingIOError:
+            return count
+        connection.close()
+        count += 1
 
 
 def test_withheld_debuginfo_comes_from_an_upstream_debuginfod(
@@ -70,9 +87,9 @@ def test_withheld_debuginfo_comes_from_an_upstream_debuginfod(
         debuginfod_urls=(stalled_server, upstream),
         debuginfod_timeout_seconds=STALLED_TIMEOUT_SECONDS,
     )
-    analyzer = Analyzer(settings, retrace_config.releases, retrace_config.data_dir / "builder")
     observer = RecordingObserver()
-    result = analyzer.retrace(testos.crashes["quietcrash"].problem_dir, observer)
+    with Analyzer(settings, retrace_config.releases, retrace_config.data_dir / "builder") as a:
+        result = a.retrace(testos.crashes["quietcrash"].problem_dir, observer)
 
     report = result.report.to_json()
     sources = report["debuginfo_sources"]
@@ -91,7 +108,11 @@ def test_withheld_debuginfo_comes_from_an_upstream_debuginfod(
 
 
 def test_a_failing_server_costs_its_timeout_once(
-    testos: Testos, upstream: str, stalled_server: str, tmp_path: Path
+    testos: Testos,
+    upstream: str,
+    stalled_server: str,
+    stalled_listener: socket.socket,
+    tmp_path: Path,
 ) -> None:
     wanted = [debug_build_id(f"libquiet-debuginfo-{v}-1") for v in ("1.0", "1.1")]
     unknown = "00" * 20
@@ -99,13 +120,16 @@ def test_a_failing_server_costs_its_timeout_once(
     client = DebuginfodClient(
         [stalled_server, upstream], tmp_path, STALLED_TIMEOUT_SECONDS, 1 << 30, lines.append
     )
-    started = time.monotonic()
     fetched = client.fetch([unknown, *wanted])
-    elapsed = time.monotonic() - started
     assert sorted(fetched) == sorted(wanted)
     assert all(f.server == upstream and f.fresh for f in fetched.values())
-    assert len(lines) == 1 and lines[0].startswith(f"debuginfod server {stalled_server} failed")
-    assert STALLED_TIMEOUT_SECONDS <= elapsed < 2 * STALLED_TIMEOUT_SECONDS
+    # It gave up on the stalled server for its timeout, after asking it once, not once
+    # per build-id (the time that costs is a bench/ matter).
+    assert lines == [
+        f"debuginfod server {stalled_server} failed (timed out); "
+        "it is not asked again during this retrace"
+    ]
+    assert connections_waiting(stalled_listener) == 1
     for build_id, found in fetched.items():
         assert found.path == tmp_path / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
         assert found.path.read_bytes()[:4] == b"\x7fELF"

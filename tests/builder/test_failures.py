@@ -169,8 +169,8 @@ def test_podman_down_is_one_clear_sentence(
     with socket.socket(socket.AF_UNIX) as stale:
         stale.bind(str(tmp_path / "podman.sock"))
     settings = dataclasses.replace(retrace_config.builder, podman_url=url)
-    analyzer = Analyzer(settings, retrace_config.releases, tmp_path / "state")
-    reason = failure(analyzer, testos.crashes["crasher"].problem_dir)
+    with Analyzer(settings, retrace_config.releases, tmp_path / "state") as analyzer:
+        reason = failure(analyzer, testos.crashes["crasher"].problem_dir)
     assert reason == f"The podman service at {url} cannot be reached: Connection refused."
     # The failed connection must not leak its socket (warnings are errors here).
     gc.collect()

@@ -61,9 +61,9 @@ def test_crash_is_retraced_with_v1_after_upstream_dropped_v1(
     # A prefix of its own, so the base and the environment are built from the synced
     # repository here rather than found in the cache of other tests.
     settings = dataclasses.replace(retrace_config.builder, name_prefix="retracer-e2e")
-    analyzer = Analyzer(settings, [release], tmp_path / "state")
     try:
-        result = analyzer.retrace(testos.crashes["crasher"].problem_dir)
+        with Analyzer(settings, [release], tmp_path / "state") as analyzer:
+            result = analyzer.retrace(testos.crashes["crasher"].problem_dir)
     finally:
         with Sandbox(settings) as sandbox:
             for image in sandbox.images():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+from podman import PodmanClient
+
+from retracer.builder import sandbox
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
@@ -115,9 +119,9 @@ def test_missing_debuginfo_is_reported_and_the_rest_is_full(
 
 
 def test_second_retrace_of_the_same_package_set_reuses_the_store(
-    analyzer: Analyzer, testos: Testos, tmp_path: Path
+    fresh_analyzer: FreshAnalyzer, testos: Testos
 ) -> None:
-    analyzer = fresh_analyzer(analyzer, tmp_path)
+    analyzer = fresh_analyzer()
     observer = RecordingObserver()
     first = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
     assert not first.environment_cached
@@ -134,16 +138,28 @@ def test_second_retrace_of_the_same_package_set_reuses_the_store(
     assert observer.stages == [Stage.ANALYZING, Stage.PREPARING, Stage.GENERATING, Stage.CLEANING]
 
 
-def fresh_analyzer(analyzer: Analyzer, tmp_path: Path) -> Analyzer:
-    """An analyzer with no memory of earlier crashes and an empty store (the base
-    image stays cached)."""
-    return Analyzer(analyzer.settings, analyzer.releases, tmp_path / "state")
+FreshAnalyzer = Callable[[], Analyzer]
+
+
+@pytest.fixture
+def fresh_analyzer(analyzer: Analyzer, tmp_path: Path) -> Iterator[FreshAnalyzer]:
+    """Makes analyzers with no memory of earlier crashes and an empty store (the base
+    image stays cached); all of them share one state folder, like workers of one host."""
+    made: list[Analyzer] = []
+
+    def make() -> Analyzer:
+        made.append(Analyzer(analyzer.settings, analyzer.releases, tmp_path / "state"))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
 
 
 def test_a_repeated_crash_runs_gdb_while_its_core_is_inspected(
-    analyzer: Analyzer, testos: Testos, tmp_path: Path
+    fresh_analyzer: FreshAnalyzer, testos: Testos
 ) -> None:
-    analyzer = fresh_analyzer(analyzer, tmp_path)
+    analyzer = fresh_analyzer()
     crash = testos.crashes["crasher"]
     observer = RecordingObserver()
     first = analyzer.retrace(crash.problem_dir, observer)
@@ -160,9 +176,9 @@ def test_a_repeated_crash_runs_gdb_while_its_core_is_inspected(
 
 
 def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(
-    analyzer: Analyzer, testos: Testos, tmp_path: Path
+    fresh_analyzer: FreshAnalyzer, testos: Testos
 ) -> None:
-    analyzer = fresh_analyzer(analyzer, tmp_path)
+    analyzer = fresh_analyzer()
     other = analyzer.retrace(testos.crashes["threadcrash"].problem_dir)
     crash = testos.crashes["crasher"]
     # As if crasher's last crash had needed threadcrash's environment.
@@ -184,10 +200,10 @@ def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(
 
 
 def test_concurrent_retraces_share_one_unpack_of_each_package(
-    analyzer: Analyzer, testos: Testos, tmp_path: Path
+    fresh_analyzer: FreshAnalyzer, testos: Testos
 ) -> None:
     # Two workers (an analyzer each) over one data folder, on the same crash at once.
-    workers = [fresh_analyzer(analyzer, tmp_path) for _ in range(2)]
+    workers = [fresh_analyzer() for _ in range(2)]
     observers = [RecordingObserver() for _ in workers]
     crash = testos.crashes["crasher"]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -202,3 +218,29 @@ def test_concurrent_retraces_share_one_unpack_of_each_package(
     assert sorted(unpacked) == sorted(p.nevra for p in results[0].package_set.packages)
     assert results[0].backtrace == results[1].backtrace
     assert crash.crash_function in results[0].backtrace
+
+
+def test_an_analyzer_keeps_one_podman_connection_per_thread(
+    fresh_analyzer: FreshAnalyzer, testos: Testos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counts the clients made, and lets each one work as it would.
+    made: list[PodmanClient] = []
+
+    class CountedClient(PodmanClient):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(sandbox, "PodmanClient", CountedClient)
+    analyzer = fresh_analyzer()
+    crash = testos.crashes["crasher"]
+    first = analyzer.retrace(crash.problem_dir)
+    analyzer.clean_up()
+    observer = RecordingObserver()
+    second = analyzer.retrace(crash.problem_dir, observer)
+    # The second retrace ran gdb early, on the background thread, and removed containers.
+    assert f"gdb started early in environment {first.environment}, which the last crash" \
+        " of this program needed" in observer.lines  # fmt: skip
+    assert second.backtrace == first.backtrace
+    # One for the caller's thread, one for the background thread.
+    assert len(made) == 2
