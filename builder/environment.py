@@ -6,9 +6,12 @@ only when its recipe or repositories change. The crash's exact NEVRAs come from 
 retraces) and reach gdb without any install or image commit:
 
 - the store's ``packages/`` folder is bind-mounted read-only at ``/retrace/store``;
-- a *view* of the crash's package set, a tree of symlinks into it, is bind-mounted
+- a *view* of the crash's package set, a tree of symlinks into it, appears
   read-only at ``/retrace/root``, and gdb's sysroot and debug-file-directory point
-  there (see ``images/gdb_report.py``).
+  there (see ``images/gdb_report.py``). Every view is mounted at ``/retrace/views``,
+  and ``/retrace/root`` holds links to one view's top-level entries, made once the
+  view is known: so gdb's container can start before it is (see
+  :class:`~retracer.builder.early.LateRoot`).
 
 A view costs one symlink per file, not one copy per byte, so a crash whose set
 differs from an earlier one by a few packages pays for those few unpacks only.
@@ -50,6 +53,7 @@ DNF_CACHE_MOUNT = "/var/cache/retracer-dnf"
 KEYS_MOUNT = "/srv/retracer/keys"
 STORE_IN_SANDBOX = "/retrace/store"
 VIEW_IN_SANDBOX = "/retrace/root"
+VIEWS_IN_SANDBOX = "/retrace/views"
 # Views kept for repeated crashes; each is a few thousand symlinks at most.
 _KEPT_VIEWS = 256
 
@@ -281,11 +285,20 @@ class Environments:
             return None
         return self.reuse(release, last.view, last.nevras)
 
-    def gdb_mounts(self, environment: Environment) -> list[BindMount]:
+    def gdb_mounts(self) -> list[BindMount]:
+        """The store and every view; ``root_links`` then picks one view."""
         return [
             BindMount(self.store.packages_dir, STORE_IN_SANDBOX),
-            BindMount(environment.view, VIEW_IN_SANDBOX),
+            BindMount(self._views, VIEWS_IN_SANDBOX),
         ]
+
+    def root_links(self, environment: Environment) -> dict[str, str]:
+        """What ``/retrace/root`` must hold to be ``environment``'s view: a link per
+        top-level entry (the view's own links point into ``/retrace/root``)."""
+        return {
+            name: f"{VIEWS_IN_SANDBOX}/{environment.name}/{name}"
+            for name in sorted(os.listdir(environment.view))
+        }
 
     def _view(self, release: ReleaseSettings, holding: Holding, mapped: dict[str, str]) -> Path:
         """A cached tree of symlinks: every file of the held packages, plus ``mapped``."""

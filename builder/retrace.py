@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from retracer.builder.debuginfod import (
     debuginfod_cache_mount,
     fetch_missing_debuginfo,
 )
-from retracer.builder.early import EarlyRun
+from retracer.builder.early import EarlyRun, LateRoot
 from retracer.builder.environment import (
     VIEW_IN_SANDBOX,
     BaseImages,
@@ -157,12 +157,22 @@ class Analyzer:
             environments = Environments(base_images, self.store, self.state_dir)
             with run.step("preparing the base image"):
                 base = base_images.base_image(problem.release)
-            with (
-                _readable_core(problem.core, self._scratch) as core,
-                self._early_gdb(
-                    environments, sandbox, background, problem, core, marker, run
-                ) as early,
-            ):
+            with _readable_core(problem.core, self._scratch) as core, ExitStack() as runs:
+
+                def start_gdb() -> _EarlyGdb:
+                    """gdb's container, started now; it waits for its environment."""
+                    spec = self._gdb_spec(environments, base, core, problem, marker)
+                    return runs.enter_context(_EarlyGdb(sandbox, background, spec, self._scratch))
+
+                gdb_run = start_gdb()
+                guess = environments.last_used_for(problem.program, problem.release)
+                if guess is not None:
+                    runs.callback(guess.close)
+                    gdb_run.enter(guess, environments.root_links(guess))
+                    run.log(
+                        f"gdb started early in environment {guess.name},"
+                        " which the last crash of this program needed"
+                    )
                 with run.step("inspecting the core"):
                     modules = inspect_core(sandbox, base, core, problem.executable, self._timeout)
                 run.log(f"{len(modules)} modules with build-ids mapped")
@@ -182,14 +192,14 @@ class Analyzer:
                     run.log(line)
                 package_set = PackageSet(problem.release.parsed_id, tuple(packages))
                 run.stage(Stage.PREPARING)
-                if early is not None and any(f.fresh for f in fetched.values()):
-                    early.discard()  # it started before this debuginfo was there
-                    early = None
-                if early is not None and early.nevras != {p.nevra for p in packages}:
-                    # Stopped before the unpacks, so that it takes no CPU from them.
-                    early.discard()
+                if gdb_run.environment is not None and (
+                    # It started before this debuginfo was there, or in other packages.
+                    any(f.fresh for f in fetched.values())
+                    or set(gdb_run.environment.holding.trees) != {p.nevra for p in packages}
+                ):
+                    gdb_run.discard()
                     run.log("this crash needs another environment; the early gdb run was stopped")
-                    early = None
+                    gdb_run = start_gdb()
                 with run.step("unpacking packages"):
                     holding = self.store.hold(files, self._check(problem.release))
                 with holding:
@@ -201,18 +211,23 @@ class Analyzer:
                         run.log(f"unpacked into the store: {' '.join(map(str, holding.unpacked))}")
                     else:
                         run.log(f"environment {environment.name} reused from the store")
-                    if early is not None and early.environment != environment.name:
-                        early.discard()
+                    if gdb_run.environment is None:
+                        gdb_run.enter(environment, environments.root_links(environment))
+                    elif gdb_run.environment.name != environment.name:
+                        gdb_run.discard()
                         run.log(
                             "this crash needs another environment; the early gdb run was stopped"
                         )
-                        early = None
+                        gdb_run = start_gdb()
+                        gdb_run.enter(environment, environments.root_links(environment))
                     run.stage(Stage.GENERATING)
                     with run.step("running gdb"):
-                        output = early.take() if early is not None else None
-                        if output is None:
-                            spec = self._gdb_spec(environments, environment, core, problem, marker)
-                            output = sandbox.run(spec)
+                        output = gdb_run.take()
+                        if output is None:  # its container failed: run it again, here
+                            spec = self._gdb_spec(environments, base, core, problem, marker)
+                            with LateRoot(self._scratch) as root:
+                                root.fill(environments.root_links(environment))
+                                output = sandbox.run(root.given_to(spec))
                     environments.remember_for(problem.program, problem.release, environment)
                 with run.step("evicting packages"):
                     self.store.evict()
@@ -250,34 +265,6 @@ class Analyzer:
             environment_cached=environment.cached,
             steps=tuple(run.timings),
         )
-
-    @contextmanager
-    def _early_gdb(
-        self,
-        environments: Environments,
-        sandbox: Sandbox,
-        background: Background,
-        problem: Problem,
-        core: Path,
-        marker: str,
-        run: _Run,
-    ) -> Iterator[_EarlyGdb | None]:
-        """gdb already running in the environment the last crash of this program
-        needed, while the core is inspected; None when there is no such environment."""
-        environment = environments.last_used_for(problem.program, problem.release)
-        if environment is None:
-            yield None
-            return
-        spec = self._gdb_spec(environments, environment, core, problem, marker)
-        try:
-            with EarlyRun(sandbox, background, spec) as early:
-                run.log(
-                    f"gdb started early in environment {environment.name},"
-                    " which the last crash of this program needed"
-                )
-                yield _EarlyGdb(early, environment.name, set(environment.holding.trees))
-        finally:
-            environment.close()
 
     def _check(self, release: ReleaseSettings) -> PackageCheck | None:
         """The signature check of the release's packages, if it has keys."""
@@ -393,16 +380,17 @@ class Analyzer:
     def _gdb_spec(
         self,
         environments: Environments,
-        environment: Environment,
+        image: str,
         core: Path,
         problem: Problem,
         marker: str,
     ) -> RunSpec:
+        """gdb's run, without its root: see :class:`~retracer.builder.early.LateRoot`."""
         driver = self._gdb_driver()
         limits = self.settings.limits
         cache = debuginfod_cache_mount(self.settings, self._debuginfod_cache)
         return RunSpec(
-            image=environment.image,
+            image=image,
             # auto-load off before anything is loaded: packages' scripts never run.
             command=[
                 "gdb",
@@ -419,7 +407,7 @@ class Analyzer:
             mounts=[
                 BindMount(core, CORE_IN_SANDBOX),
                 BindMount(driver, DRIVER_DIR_IN_SANDBOX),
-                *environments.gdb_mounts(environment),
+                *environments.gdb_mounts(),
                 *cache.mounts,
             ],
             environment={
@@ -436,18 +424,37 @@ class Analyzer:
 
 
 class _EarlyGdb:
-    """An early gdb run and the environment it runs in."""
+    """A gdb run started on the background, in a root that :meth:`enter` fills."""
 
-    def __init__(self, run: EarlyRun, environment: str, nevras: set[str]) -> None:
-        self.run = run
+    def __init__(
+        self, caller: Sandbox, background: Background, spec: RunSpec, scratch_dir: Path
+    ) -> None:
+        self._root = LateRoot(scratch_dir)
+        try:
+            self._run = EarlyRun(caller, background, self._root.given_to(spec))
+        except BaseException:
+            self._root.close()
+            raise
+        # The environment gdb was let into; None while it waits.
+        self.environment: Environment | None = None
+
+    def enter(self, environment: Environment, links: dict[str, str]) -> None:
+        self._root.fill(links)
         self.environment = environment
-        self.nevras = nevras
 
     def take(self) -> RunOutput | None:
-        return self.run.take()
+        return self._run.take()
 
     def discard(self) -> None:
-        self.run.discard()
+        """Stop the run (a waiting driver reads end-of-file and exits)."""
+        self._root.close()
+        self._run.discard()
+
+    def __enter__(self) -> _EarlyGdb:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 class _Run:

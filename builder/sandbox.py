@@ -178,9 +178,11 @@ class Sandbox:
             if exit_code != 0:  # only a failure needs to know why
                 container.reload()
                 oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            stdout = _read_capped(
-                container.logs(stdout=True, stderr=False, stream=True), spec.max_stdout_bytes
-            )
+            # Streamed (to cap what is read), but not followed: podman-py follows a
+            # stream unless told not to, and podman then waits to see that the
+            # container has ended, which it had, for a few hundred milliseconds.
+            logs = container.logs(stdout=True, stderr=False, stream=True, follow=False)
+            stdout = _read_capped(logs, spec.max_stdout_bytes)
             stderr = b"".join(container.logs(stdout=False, stderr=True, stream=False))
             if spec.commit_to and exit_code == 0:
                 repository, _, tag = spec.commit_to.rpartition(":")

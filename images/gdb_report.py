@@ -14,6 +14,10 @@ for the executable and the libraries, its ``usr/lib/debug`` for debug data. The
 folder's name is taken out of what is printed, so the output names the files as
 the crashed machine did.
 
+With ``RETRACER_ROOT_READY`` (a pipe), the driver first waits for one line on it:
+its container starts before the view exists, and the line says the view is in place.
+End-of-file instead means the run is not wanted, and the driver exits at once.
+
 The marker is random per run (``RETRACER_MARKER``), so no core can forge it; the
 text has its control characters escaped and is cut at ``RETRACER_TEXT_CAP`` bytes.
 """
@@ -191,7 +195,18 @@ def disassembly() -> str:
     return "\n".join(lines[max(0, here - 16) : here + 16]) + "\n"
 
 
+def root_is_ready() -> bool:
+    """Wait until the host says the sysroot is in place; False: the run is not wanted."""
+    pipe = os.environ.get("RETRACER_ROOT_READY")
+    if not pipe:
+        return True
+    with open(pipe, encoding="ascii", errors="replace") as ready:
+        return ready.readline(64).strip() == "ready"
+
+
 def main() -> None:
+    if not root_is_ready():
+        return
     marker = os.environ["RETRACER_MARKER"]
     text_cap = int(os.environ.get("RETRACER_TEXT_CAP", str(16 << 20)))
     sysroot = os.environ.get("RETRACER_SYSROOT", "")

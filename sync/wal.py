@@ -13,10 +13,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Literal
 
 
 def connect_wal(
-    path: Path, busy_seconds: float, isolation_level: str | None = "DEFERRED"
+    path: Path,
+    busy_seconds: float,
+    isolation_level: Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"] | None = "DEFERRED",
 ) -> sqlite3.Connection:
     """A connection to ``path`` in WAL mode, usable from any thread (callers serialise).
 

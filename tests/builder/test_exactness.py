@@ -58,13 +58,7 @@ def test_the_backtrace_is_the_one_a_dnf_installed_environment_gives(
     image = dnf_image(result)
     problem = read_problem(crash.problem_dir, analyzer.releases)
     # The retrace's own gdb run, moved to the installed image with no store or view.
-    spec = analyzer._gdb_spec(
-        _Unmounted(),
-        _Installed(image),
-        crash.core,
-        problem,
-        MARKER,  # type: ignore[arg-type]
-    )
+    spec = analyzer._gdb_spec(_Unmounted(), image, crash.core, problem, MARKER)  # type: ignore[arg-type]
     environment = {k: v for k, v in spec.environment.items() if k != "RETRACER_SYSROOT"}
     spec = dataclasses.replace(spec, environment=environment)
     with Sandbox(analyzer.settings) as sandbox:
@@ -80,12 +74,5 @@ def test_the_backtrace_is_the_one_a_dnf_installed_environment_gives(
 class _Unmounted:
     """Environments for a spec with nothing of the store mounted."""
 
-    def gdb_mounts(self, environment: object) -> list[object]:
+    def gdb_mounts(self) -> list[object]:
         return []
-
-
-@dataclasses.dataclass
-class _Installed:
-    """An environment that is a plain image."""
-
-    image: str

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import ExitStack, closing
 
+from retracer.builder.early import LateRoot
 from retracer.builder.environment import VIEW_IN_SANDBOX, BaseImages, Environments
 from retracer.builder.model import RetraceResult
 from retracer.builder.problem import read_problem
@@ -40,10 +41,14 @@ def test_a_packaged_auto_load_script_does_not_run(
             # The environment crasher's retrace above ran gdb in.
             environment = environments.last_used_for(problem.program, problem.release)
             assert environment is not None
-            with closing(environment):
+            with ExitStack() as stack:
+                stack.enter_context(closing(environment))
                 spec = analyzer._gdb_spec(
-                    environments, environment, crash.core, problem, "----- marker -----"
+                    environments, environment.image, crash.core, problem, "----- marker -----"
                 )
+                root = stack.enter_context(LateRoot(analyzer.state_dir / "tmp"))
+                root.fill(environments.root_links(environment))
+                spec = root.given_to(spec)
                 spec = dataclasses.replace(
                     spec,
                     mounts=[

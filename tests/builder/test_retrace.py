@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from retracer.builder import sandbox
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
+from testing.podman_service import PodmanService
 from testing.testos import Testos
 from tests.builder.conftest import RecordingObserver
 
@@ -173,6 +176,46 @@ def test_a_repeated_crash_runs_gdb_while_its_core_is_inspected(
     assert second.backtrace == first.backtrace
     assert crash.crash_function in second.backtrace
     assert observer.stages == [Stage.ANALYZING, Stage.PREPARING, Stage.GENERATING, Stage.CLEANING]
+
+
+def test_a_first_crash_starts_gdb_while_its_core_is_inspected(
+    fresh_analyzer: FreshAnalyzer, testos: Testos, podman_service: PodmanService
+) -> None:
+    # No earlier crash to guess from: gdb's container is made and started at once all
+    # the same, and waits for its environment (its start is most of a small retrace's
+    # gdb run).
+    analyzer = fresh_analyzer()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    observer = RecordingObserver()
+    result = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
+    assert not any("early" in line for line in observer.lines)
+    assert testos.crashes["crasher"].crash_function in result.backtrace
+    moments = container_events(podman_service, analyzer.settings.name_prefix, since)
+    assert moments[("gdb", "create")] < moments[("core", "died")]
+
+
+def container_events(
+    service: PodmanService, prefix: str, since: datetime
+) -> dict[tuple[str, str], int]:
+    """When (ns) each of this analyzer's containers did what, by (step word, action)."""
+    lines = service.cli(
+        "events", "--stream=false", "--format=json", "--filter=type=container",
+        f"--since={since.isoformat()}", "--until=1s",
+    ).stdout.splitlines()  # fmt: skip
+    moments: dict[tuple[str, str], int] = {}
+    for event in map(json.loads, lines):
+        name = event.get("Name", "")
+        if name.startswith(f"{prefix}-"):
+            step = name.removeprefix(f"{prefix}-").split("-")[0]
+            moments.setdefault((step, event["Status"]), _nanoseconds(event["Time"]))
+    return moments
+
+
+def _nanoseconds(moment: str) -> int:
+    """ "2026-12-02T19:53:53.03086367Z" as nanoseconds (datetime keeps microseconds)."""
+    whole, _, fraction = moment.removesuffix("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return int(seconds) * 10**9 + int(fraction.ljust(9, "0")[:9])
 
 
 def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(
