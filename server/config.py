@@ -218,6 +218,16 @@ def config_from_mapping(data: dict[str, Any], base_dir: Path) -> Config:
     return _Loader(base_dir / "<mapping>").build(Config, data, "")
 
 
+# Keys of earlier versions, each with what to do instead; kept so that an upgrade
+# fails with that sentence rather than a plain "unknown key".
+_REPLACED_KEYS = {
+    "builder.image_cache_max_mib": (
+        "is no longer used: environments are composed from a store of unpacked packages"
+        " now, capped by 'builder.package_store_max_mib'"
+    ),
+}
+
+
 class _Loader:
     """Turns plain YAML values into the settings dataclasses, naming any bad key."""
 
@@ -229,6 +239,9 @@ class _Loader:
             raise ConfigError(self.file, where or None, f"expected a mapping, found {_kind(data)}")
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         for key in data:
+            replacement = _REPLACED_KEYS.get(_join(where, str(key)))
+            if replacement is not None:
+                raise ConfigError(self.file, _join(where, str(key)), replacement)
             if key not in fields:
                 valid = ", ".join(sorted(fields))
                 raise ConfigError(

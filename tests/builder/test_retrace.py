@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from podman import PodmanClient
 
+from retracer.builder import retrace as retrace_module
 from retracer.builder import sandbox
+from retracer.builder.inspection import inspect_core
 from retracer.builder.model import RetraceResult, Stage
 from retracer.builder.problem import read_problem
 from retracer.builder.retrace import Analyzer
@@ -179,43 +180,39 @@ def test_a_repeated_crash_runs_gdb_while_its_core_is_inspected(
 
 
 def test_a_first_crash_starts_gdb_while_its_core_is_inspected(
-    fresh_analyzer: FreshAnalyzer, testos: Testos, podman_service: PodmanService
+    fresh_analyzer: FreshAnalyzer,
+    testos: Testos,
+    podman_service: PodmanService,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No earlier crash to guess from: gdb's container is made and started at once all
     # the same, and waits for its environment (its start is most of a small retrace's
-    # gdb run).
+    # gdb run). The inspection here goes on only once that container runs.
     analyzer = fresh_analyzer()
-    since = datetime.now(UTC) - timedelta(seconds=1)
+    gdb_prefix = f"{analyzer.settings.name_prefix}-gdb-"
+    running_while_inspected: list[str] = []
+
+    def inspect_once_gdb_runs(*args: Any, **kwargs: Any) -> Any:
+        running_while_inspected.extend(running_containers(podman_service, gdb_prefix))
+        return inspect_core(*args, **kwargs)
+
+    monkeypatch.setattr(retrace_module, "inspect_core", inspect_once_gdb_runs)
     observer = RecordingObserver()
     result = analyzer.retrace(testos.crashes["crasher"].problem_dir, observer)
     assert not any("early" in line for line in observer.lines)
+    assert len(running_while_inspected) == 1
     assert testos.crashes["crasher"].crash_function in result.backtrace
-    moments = container_events(podman_service, analyzer.settings.name_prefix, since)
-    assert moments[("gdb", "create")] < moments[("core", "died")]
 
 
-def container_events(
-    service: PodmanService, prefix: str, since: datetime
-) -> dict[tuple[str, str], int]:
-    """When (ns) each of this analyzer's containers did what, by (step word, action)."""
-    lines = service.cli(
-        "events", "--stream=false", "--format=json", "--filter=type=container",
-        f"--since={since.isoformat()}", "--until=1s",
-    ).stdout.splitlines()  # fmt: skip
-    moments: dict[tuple[str, str], int] = {}
-    for event in map(json.loads, lines):
-        name = event.get("Name", "")
-        if name.startswith(f"{prefix}-"):
-            step = name.removeprefix(f"{prefix}-").split("-")[0]
-            moments.setdefault((step, event["Status"]), _nanoseconds(event["Time"]))
-    return moments
-
-
-def _nanoseconds(moment: str) -> int:
-    """ "2026-12-02T19:53:53.03086367Z" as nanoseconds (datetime keeps microseconds)."""
-    whole, _, fraction = moment.removesuffix("Z").partition(".")
-    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
-    return int(seconds) * 10**9 + int(fraction.ljust(9, "0")[:9])
+def running_containers(service: PodmanService, prefix: str, timeout: float = 30) -> list[str]:
+    """Names of running containers starting with ``prefix``, once there is one (polled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = service.cli("ps", "--filter=status=running", "--format={{.Names}}").stdout.split()
+        running = [name for name in names if name.startswith(prefix)]
+        if running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
 
 
 def test_a_wrong_early_guess_is_stopped_and_the_right_environment_used(

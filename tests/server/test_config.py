@@ -59,6 +59,9 @@ def test_environment_variable_names_the_file(
     ("text", "message"),
     [
         ("server:\n  prot: 1\n", "key 'server.prot': is not a known key (valid keys: "),
+        ("builder:\n  image_cache_max_mib: 10\n",
+         "key 'builder.image_cache_max_mib': is no longer used: environments are composed"
+         " from a store of unpacked packages now, capped by 'builder.package_store_max_mib'"),
         ("server:\n  port: eighty\n",
          "key 'server.port': expected an integer, found a string ('eighty')"),
         ("server:\n  protocol_profile: abrtt\n",
