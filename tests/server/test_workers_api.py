@@ -15,9 +15,8 @@ from retracer.server.jobs import JobQueue
 from retracer.server.remote import FrontEnd, ProblemGone, TaskTakenOver
 from retracer.server.tasks import SqliteTaskStore, TaskState
 from retracer.server.worker import Worker
-from testing.server.archives import abrt_archive
 from testing.server.live import Served, settings_mapping
-from tests.server.client import upload
+from tests.server.client import create_task
 
 TOKEN = "worker-secret"
 
@@ -31,14 +30,8 @@ def front(
     return serve(config_factory(data))
 
 
-def new_task(url: str) -> str:
-    response = upload(url, abrt_archive())
-    assert response.status_code == 201, response.text
-    return response.headers["X-Task-Id"]
-
-
 def test_the_endpoints_need_the_worker_token(front: Served) -> None:
-    task_id = new_task(front.url)
+    task_id = create_task(front.url)[0]
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         response = requests.get(f"{front.url}/internal/tasks/{task_id}/files", headers=headers)
         assert response.status_code == 401
@@ -46,7 +39,7 @@ def test_the_endpoints_need_the_worker_token(front: Served) -> None:
 
 
 def test_without_a_token_there_are_no_endpoints(served: Served) -> None:
-    task_id = new_task(served.url)
+    task_id = create_task(served.url)[0]
     response = requests.get(
         f"{served.url}/internal/tasks/{task_id}/files", headers={"Authorization": "Bearer "}
     )
@@ -56,7 +49,7 @@ def test_without_a_token_there_are_no_endpoints(served: Served) -> None:
 def test_a_worker_downloads_verified_files_and_hands_back_results(
     front: Served, tmp_path: Path
 ) -> None:
-    task_id = new_task(front.url)
+    task_id = create_task(front.url)[0]
     store = SqliteTaskStore.in_data_dir(tmp_path / "data")
     remote = FrontEnd(front.url, TOKEN)
     folder = tmp_path / "worker" / task_id / "crash"
@@ -95,7 +88,7 @@ def test_a_worker_downloads_verified_files_and_hands_back_results(
 
 
 def test_a_folder_gone_from_the_front_end_is_said_so(front: Served, tmp_path: Path) -> None:
-    task_id = new_task(front.url)
+    task_id = create_task(front.url)[0]
     spooled = tmp_path / "data" / "spool" / "tasks" / task_id
     for path in sorted(spooled.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
