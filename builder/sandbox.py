@@ -207,8 +207,10 @@ class Sandbox:
                 self.client.containers.get(name).kill()
             except APIError as error:
                 # "Not running" is a conflict; podman 4.3 answers a container that has
-                # just exited with a 500 saying "container state improper".
-                ended = "container state improper" in str(error.explanation or "")
+                # just exited with a 500 saying "container state improper", and one
+                # that is being removed with a 500 saying "no such container".
+                said = str(error.explanation or "")
+                ended = "container state improper" in said or "no such container" in said
                 if error.status_code != HTTPStatus.CONFLICT and not ended:
                     raise
 
