@@ -72,7 +72,9 @@ def test_each_source_package_has_a_debugsource_with_its_sources(testos: Testos, 
     vr = f"{app.version}-{RELEASE}"
     folder = f"/usr/src/debug/{app.name}-{vr}.x86_64"
     sources = listing(testos, f"{app.name}-debugsource-{vr}")
-    compiled = [p.name for p in app.source_dir.iterdir() if p.suffix in (".c", ".cpp", ".h")]
+    compiled = [p.name for p in app.source_dir.iterdir() if p.suffix in (".c", ".cpp")]
+    if app.split_soname:  # and the header both ELF files describe
+        compiled.append(f"{app.name}.h")
 
     assert {f"{folder}/{name}" for name in compiled} <= sources
     assert all(path.startswith(folder) for path in sources)
@@ -91,10 +93,13 @@ def test_each_subpackage_has_its_own_debuginfo(testos: Testos, version: str) -> 
         debuginfo = listing(testos, f"shapes-{sub}-debuginfo-{vr}")
         assert f"/usr/lib/debug{path}-{vr}.x86_64.debug" in debuginfo
         assert f"/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug" in debuginfo
-    # The main package has no ELF file: its -debuginfo holds the multifile only.
-    main = listing(testos, f"shapes-debuginfo-{vr}")
-    assert f"/usr/lib/debug/.dwz/shapes-{vr}.x86_64" in main
-    assert not [p for p in main if p.endswith(".debug") and "/.build-id/" not in p]
+    # The main package has no ELF file: its -debuginfo holds the multifile alone, as
+    # Fedora's do with no build-id link to it (gdb looks for it by its path).
+    assert listing(testos, f"shapes-debuginfo-{vr}") == {
+        "/usr/lib/debug",
+        "/usr/lib/debug/.dwz",
+        f"/usr/lib/debug/.dwz/shapes-{vr}.x86_64",
+    }
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -105,9 +110,6 @@ def test_dwz_moved_the_shared_types_into_the_multifile_the_debug_files_link(
     multifile_path = f"/usr/lib/debug/.dwz/shapes-{vr}.x86_64"
     multifile = unpacked(f"shapes-debuginfo-{vr}") / multifile_path.lstrip("/")
     multifile_id = build_id_note(multifile)
-    # The main -debuginfo links the multifile by its build-id, as it does .debug files.
-    link = f"/usr/lib/debug/.build-id/{multifile_id[:2]}/{multifile_id[2:]}.debug"
-    assert link in listing(testos, f"shapes-debuginfo-{vr}")
     assert b"swatch_chroma" in multifile.read_bytes()
     for sub, path in SUBPACKAGE_FILES.items():
         debug_path = f"/usr/lib/debug{path}-{vr}.x86_64.debug"
