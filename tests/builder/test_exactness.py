@@ -45,8 +45,9 @@ def dnf_image(analyzer: Analyzer) -> Iterator[Callable[[RetraceResult], str]]:
             sandbox.remove_image(image)
 
 
-# shapes: Fedora-shaped debuginfo, where a dnf install puts the dwz multifile at the
-# path its .debug files name, while the store's view reaches it by its build-id.
+# shapes: Fedora-shaped debuginfo. dnf installs the dwz multifile's package as a
+# dependency of the two -debuginfo packages; the store gets it from the index's debug
+# companions, and gdb finds it under the view's debug-file-directory.
 @pytest.mark.parametrize("name", ["crasher", "threadcrash", "cxxabort", "shapes"])
 def test_the_backtrace_is_the_one_a_dnf_installed_environment_gives(
     name: str,

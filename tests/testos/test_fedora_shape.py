@@ -24,13 +24,19 @@ VERSIONS = ("1.0", "1.1")
 SUBPACKAGE_FILES = {"libs": "/usr/lib64/libshapes.so.1", "tools": "/usr/bin/shapes"}
 
 
+def rpm_query(testos: Testos, nvr: str, query: str) -> list[str]:
+    """What ``rpm -qp <query>`` says of the package file, one entry a line."""
+    (rpm_file,) = testos.repo.glob(f"Packages/*/{nvr}.x86_64.rpm")
+    answer = subprocess.run(
+        ["rpm", "-qp", query, "--nosignature", str(rpm_file)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return answer.stdout.splitlines()
+
+
 def listing(testos: Testos, nvr: str) -> set[str]:
     """The files and folders a package ships, as ``rpm -qlp`` lists them."""
-    (rpm_file,) = testos.repo.glob(f"Packages/*/{nvr}.x86_64.rpm")
-    listed = subprocess.run(
-        ["rpm", "-qlp", "--nosignature", str(rpm_file)], capture_output=True, text=True, check=True
-    )
-    return set(listed.stdout.split())
+    return set(rpm_query(testos, nvr, "--list"))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +99,9 @@ def test_each_subpackage_has_its_own_debuginfo(testos: Testos, version: str) -> 
         debuginfo = listing(testos, f"shapes-{sub}-debuginfo-{vr}")
         assert f"/usr/lib/debug{path}-{vr}.x86_64.debug" in debuginfo
         assert f"/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug" in debuginfo
+        # rpm makes each subpackage's -debuginfo require the one with the multifile.
+        requires = rpm_query(testos, f"shapes-{sub}-debuginfo-{vr}", "--requires")
+        assert f"shapes-debuginfo(x86-64) = {vr}" in requires
     # The main package has no ELF file: its -debuginfo holds the multifile alone, as
     # Fedora's do with no build-id link to it (gdb looks for it by its path).
     assert listing(testos, f"shapes-debuginfo-{vr}") == {
