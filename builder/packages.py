@@ -73,7 +73,11 @@ class StoreIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock:
+        # Two workers opening a new store at once: SQLite answers one switch to WAL
+        # with "database is locked" at once, without waiting out the timeout, so the
+        # set-up is taken in turns.
+        with self._lock, open(path.with_name(f"{path.name}.setup-lock"), "a") as setup:
+            fcntl.flock(setup, fcntl.LOCK_EX)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.executescript(_SCHEMA)
             self._db.commit()
