@@ -73,6 +73,14 @@ PROGRAMS = (
         "hostile", "1.0", "/usr/bin/hostile",
         "hostile-1.0", "hostile_v10_render", "hostile-1.1", "hostile_v11_draw",
     ),
+    # Fedora-shaped debuginfo: the program (shapes-tools) crashes in its library
+    # (shapes-libs); each has its own -debuginfo, and the types both use are in the
+    # dwz multifile of shapes-debuginfo. shapes-tools requires its own version's libs.
+    CrashProgram(
+        "shapes", "1.0", "/usr/bin/shapes",
+        "shapes-1.0", "shapes_v10_paint_shape", "shapes-1.1", "shapes_v11_paint_shape",
+        package="shapes-tools",
+    ),
     *(
         CrashProgram(
             f"exploit-{kind}", "1.0", "/usr/bin/exploits",

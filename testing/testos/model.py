@@ -15,7 +15,7 @@ from testing.testos.base import BOOTSTRAP_PACKAGES
 class Crash:
     """One real crash of an old program version, as ABRT would report it."""
 
-    name: str  # "crasher", "threadcrash", "cxxabort" or "quietcrash"
+    name: str  # the crash's name, e.g. "crasher", "quietcrash" or "shapes"
     problem_dir: Path  # coredump executable package os_release architecture os_info
     archive: Path  # what abrt-retrace-client uploads: tar.xz of the first four
     executable: str  # e.g. /usr/bin/crasher

@@ -10,7 +10,11 @@ from testing.testos.steps import run, step
 
 
 def withheld(rpm: Path, withheld_debuginfo: Iterable[str]) -> bool:
-    return any(rpm.name.startswith(f"{name}-debuginfo-") for name in withheld_debuginfo)
+    """Whether ``rpm`` is one of the debug packages (-debuginfo, -debugsource) held back."""
+    return any(
+        rpm.name.startswith((f"{name}-debuginfo-", f"{name}-debugsource-"))
+        for name in withheld_debuginfo
+    )
 
 
 def make_repository(repo: Path, rpms: Iterable[Path], withheld_debuginfo: Iterable[str]) -> None:

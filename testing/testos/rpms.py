@@ -1,9 +1,19 @@
 """Compile the application packages from ``sources/`` into RPMs with debuginfo.
 
 Each package version is one directory ``sources/<name>-<version>/``. Debian's
-rpmbuild has no Fedora macros, so the defines below make it run find-debuginfo
-the way Fedora does: the binary package gets ``/usr/lib/.build-id/xx/...`` links
-and ``<name>-debuginfo`` gets ``/usr/lib/debug/.build-id/xx/....debug``.
+rpmbuild has no Fedora macros (redhat-rpm-config), so the defines below turn on
+what Fedora's do, and rpm's own ``__debug_install_post`` passes them to
+find-debuginfo. Every source package then comes out shaped like Fedora's:
+
+- the binaries keep a MiniDebugInfo symbol table (``.gnu_debugdata``) and get
+  ``/usr/lib/.build-id/xx/...`` links;
+- ``<name>-debuginfo`` gets ``/usr/lib/debug/<path>-<version>-<release>.<arch>.debug``,
+  dwz-compressed, with ``/usr/lib/debug/.build-id/xx/....debug`` links;
+- ``<name>-debugsource`` gets the sources under ``/usr/src/debug``;
+- a subpackage's files get their own ``<name>-<sub>-debuginfo``; and when two ELF
+  files of one source package share DWARF (``shapes``), dwz moves it to a multifile,
+  ``/usr/lib/debug/.dwz/<name>-<version>-<release>.<arch>``, which stays in the main
+  ``<name>-debuginfo``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ class App:
     library_soname: str | None = None  # a shared library package, else a program
     uses: tuple[str, ...] = ()  # "<name>-<version>" of the library packages it links
     cflags: str = ""  # on top of CFLAGS
+    # A source package split as Fedora splits one (see SPLIT_SPEC): this library in
+    # <name>-libs, the program /usr/bin/<name> in <name>-tools, documentation in <name>.
+    split_soname: str | None = None
 
     @property
     def nvr(self) -> str:
@@ -60,8 +73,20 @@ APPS = (
     # One program, one crash per exploitable class (its first argument); the stack
     # protector needs a canary in every function.
     App("exploits", "1.0", "Crashes in the way its argument names", cflags="-fstack-protector-all"),
-)
-# Their -debuginfo packages are built but left out of the repository.
+    # Two ELF files including one big header: dwz makes a multifile of their shared
+    # DWARF (all of the header's types, used or not, are in both).
+    *(
+        App(
+            "shapes", version, "Draws shapes with its library, which crashes",
+            cflags="-fno-eliminate-unused-debug-types", split_soname="libshapes.so.1",
+        )
+        for version in ("1.0", "1.1")
+    ),
+)  # fmt: skip
+# Their -debuginfo and -debugsource packages are built but left out of the repository.
+# libquiet keeps its MiniDebugInfo, as every Fedora binary does: its frames get names
+# (a symbol table) but no file, line or variables, so it still stands for a package
+# whose debuginfo is missing.
 DEBUGINFO_WITHHELD = ("libquiet",)
 
 SPEC = """\
@@ -91,13 +116,65 @@ cp -a {source_dir}/. .
 {files}
 """
 
+SPLIT_SPEC = """\
+Name: {name}
+Version: {version}
+Release: {release}
+Summary: {summary}
+License: GPL-2.0-or-later
+
+%description
+{summary} (a package of the synthetic testos release, split like Fedora's).
+
+%package libs
+Summary: The {name} library
+
+%description libs
+The shared library of {name}.
+
+%package tools
+Summary: The {name} program
+Requires: %{{name}}-libs%{{?_isa}} = %{{version}}-%{{release}}
+
+%description tools
+The program of {name}, which draws with its library.
+
+%{{?debug_package}}
+
+%prep
+%setup -q -c -T
+cp -a {source_dir}/. .
+
+%build
+{compiler} {cflags} -fPIC -shared -Wl,-soname,{soname} -o {soname} lib{name}.c
+{compiler} {cflags} -o {name} {name}.c -L. -l:{soname} -Wl,-rpath,{libdir}
+
+%install
+install -D -m 0755 {soname} %{{buildroot}}{libdir}/{soname}
+install -D -m 0755 {name} %{{buildroot}}/usr/bin/{name}
+install -D -m 0644 README %{{buildroot}}/usr/share/doc/{name}/README
+
+%files
+/usr/share/doc/{name}/README
+
+%files libs
+{libdir}/{soname}
+
+%files tools
+/usr/bin/{name}
+"""
+
+# Fedora's debuginfo settings (redhat-rpm-config): rpm's own __debug_install_post
+# (in /usr/lib/rpm/macros) turns each into its find-debuginfo option. rpm's defaults
+# add the rest of Fedora's call: a build-id seed per version and release (so versions
+# differ), unique .debug names and a source folder per build.
 RPMBUILD_DEFINES = {
     "_enable_debug_packages": "1",
-    # Fedora's find-debuginfo call; the seed makes build-ids unique per version.
-    "__debug_install_post": (
-        "/usr/bin/find-debuginfo --build-id-seed %{VERSION}-%{RELEASE}"
-        " --unique-debug-src-base %{name}-%{VERSION}-%{RELEASE}.%{_arch}"
-        ' "%{_builddir}/%{?buildsubdir}"'
+    "_include_minidebuginfo": "1",  # -m: .gnu_debugdata in every binary
+    "_debugsource_packages": "1",  # -S debugsourcefiles.list: <name>-debugsource
+    "_debuginfo_subpackages": "1",  # <name>-<sub>-debuginfo per subpackage
+    "_find_debuginfo_dwz_opts": (
+        "--run-dwz --dwz-low-mem-die-limit 10000000 --dwz-max-die-limit 110000000"
     ),
     "__os_install_post": "%{nil}",
     "__arch_install_post": "%{nil}",
@@ -115,6 +192,18 @@ def spec_for(app: App, libraries: dict[str, Path], target: Target) -> str:
     sources = " ".join(
         sorted(p.name for p in app.source_dir.iterdir() if p.suffix in (".c", ".cpp"))
     )
+    if app.split_soname:
+        return SPLIT_SPEC.format(
+            name=app.name,
+            version=app.version,
+            release=RELEASE,
+            summary=app.summary,
+            source_dir=app.source_dir,
+            compiler=compiler,
+            cflags=cflags,
+            soname=app.split_soname,
+            libdir=target.libdir,
+        )
     if app.library_soname:
         output = app.library_soname
         build = f"{compiler} {cflags} -fPIC -shared -Wl,-soname,{output} -o {output} {sources}"

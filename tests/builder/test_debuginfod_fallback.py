@@ -1,8 +1,8 @@
 """debuginfod as a fallback source of debuginfo for a real retrace.
 
-testos leaves libquiet's -debuginfo packages out of its repository. Here a second
-retracer, whose repository holds them, acts as the upstream debuginfod server; a
-server that accepts connections and never answers is listed before it.
+testos leaves libquiet's -debuginfo and -debugsource packages out of its repository.
+Here a second retracer, whose repository holds them, acts as the upstream debuginfod
+server; a server that accepts connections and never answers is listed before it.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ STALLED_TIMEOUT_SECONDS = 3.0
 
 @pytest.fixture(scope="module")
 def upstream(testos: Testos, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second retracer serving a repository of the withheld debuginfo packages."""
+    """A second retracer serving a repository of the withheld debug packages."""
     root = tmp_path_factory.mktemp("upstream")
     repository = root / "repo" / "Packages"
     repository.mkdir(parents=True)
     apps = build_app_rpms(layers_dir(), X86_64)
     for name in DEBUGINFO_WITHHELD:
-        for rpm in apps.glob(f"{name}-debuginfo-*.rpm"):
+        for rpm in apps.glob(f"{name}-debug*-*.rpm"):  # -debuginfo and -debugsource
             os.link(rpm, repository / rpm.name)
     publish(repository.parent, root)
     release = {**testos.release_config(), "repositories": [str(repository.parent)]}

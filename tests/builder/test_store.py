@@ -44,7 +44,7 @@ def test_a_package_is_unpacked_whole_and_read_only(
     with store.hold(files) as holding:
         assert sorted(holding.unpacked) == sorted(files)
         tree = holding.trees["crasher-debuginfo-1.0-1.x86_64"]
-        debug = tree / "usr/lib/debug/usr/bin/crasher.debug"
+        debug = tree / "usr/lib/debug/usr/bin/crasher-1.0-1.x86_64.debug"
         assert debug.read_bytes()[:4] == b"\x7fELF"
         assert debug.stat().st_mode & 0o777 == 0o444
         links = list((tree / "usr/lib/debug/.build-id").glob("*/*.debug"))
@@ -126,7 +126,8 @@ def test_a_killed_unpack_leaves_nothing_that_is_used(
 
     with store.hold({package: rpm_file}) as holding:
         assert holding.unpacked == (package,)
-        assert (holding.trees[package.nevra] / "usr/lib/debug/usr/bin/crasher.debug").is_file()
+        debug = holding.trees[package.nevra] / "usr/lib/debug/usr/bin/crasher-1.0-1.x86_64.debug"
+        assert debug.is_file()
     assert store.clean_up() == [leftover]
     assert os.listdir(tmp_path / "store" / "staging") == []
 

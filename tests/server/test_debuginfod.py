@@ -130,7 +130,9 @@ def test_debuginfod_find_fetches_debuginfo_executable_and_source(
     debuginfo = find("debuginfo", build_id)
     assert build_id_note(debuginfo) == build_id
     assert debuginfo.read_bytes() == unpacked(
-        testos, f"crasher-debuginfo-{version}-1", "/usr/lib/debug/usr/bin/crasher.debug"
+        testos,
+        f"crasher-debuginfo-{version}-1",
+        f"/usr/lib/debug/usr/bin/crasher-{version}-1.x86_64.debug",
     )
     executable = find("executable", build_id)
     assert executable.read_bytes() == unpacked(testos, nvr, "/usr/bin/crasher")
@@ -212,7 +214,7 @@ def test_unknown_build_ids_get_404(served_testos: Served, path: str) -> None:
         "/usr/src/debug/crasher-1.0-1.x86_64/../crasher-1.1-1.x86_64/crasher.c",  # other build
         "/usr/src/debug/libcrash-2.0-1.x86_64/libcrash.c",  # another package's source
         "/usr/src/debug/crasher-1.0-1.x86_64",  # a folder
-        "/usr/lib/debug/usr/bin/crasher.debug",  # in the package, not a source
+        "/usr/lib/debug/usr/bin/crasher-1.0-1.x86_64.debug",  # in the package, not a source
     ],
 )
 def test_source_paths_outside_the_build_get_404(
@@ -281,7 +283,9 @@ def test_concurrent_cold_requests_unpack_once_and_metrics_count(
 ) -> None:
     url = served_testos.url
     build_id = build_id_of(testos, "cxxabort-1.0-1")
-    expected = unpacked(testos, "cxxabort-debuginfo-1.0-1", "/usr/lib/debug/usr/bin/cxxabort.debug")
+    expected = unpacked(
+        testos, "cxxabort-debuginfo-1.0-1", "/usr/lib/debug/usr/bin/cxxabort-1.0-1.x86_64.debug"
+    )
     clients = 16
     start = threading.Barrier(clients)
     bodies: list[bytes] = []

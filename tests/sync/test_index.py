@@ -65,6 +65,27 @@ def test_withheld_debuginfo_and_unknown_build_ids_are_none(testos: Testos, tmp_p
 
 
 @pytest.mark.parametrize(
+    ("debuginfo", "companions"),
+    [
+        # The multifile's package and the sources, both named by no module.
+        ("shapes-libs-debuginfo-1.0-1", {"shapes-debuginfo-1.0-1", "shapes-debugsource-1.0-1"}),
+        ("shapes-tools-debuginfo-1.1-1", {"shapes-debuginfo-1.1-1", "shapes-debugsource-1.1-1"}),
+        ("crasher-debuginfo-1.0-1", {"crasher-debugsource-1.0-1"}),
+        ("crasher-1.0-1", set()),  # not a debuginfo package
+    ],
+)
+def test_debug_companions_come_from_the_same_source_rpm(
+    testos: Testos, tmp_path: Path, debuginfo: str, companions: set[str]
+) -> None:
+    index = RepositoryIndex(release(testos.repo), tmp_path)
+    package = index.find(debuginfo, "x86_64")
+    assert package is not None
+    found = index.debug_companions([package])
+    assert {f"{p.name}-{p.version}-{p.release}" for p in found} == companions
+    assert {p.arch for p in found} <= {"x86_64"}
+
+
+@pytest.mark.parametrize(
     ("nvr", "arch", "found"),
     [
         ("crasher-1.0-1", "x86_64", "crasher-1.0-1.x86_64"),

@@ -29,9 +29,15 @@ CRASH_LIBRARIES = {"crasher": ("libcrash", "/usr/lib64/libcrash.so.2"),
 def expected_nvrs() -> set[str]:
     nvrs = {f"{BASE_NAME}-1-1"}
     for app in APPS:
-        nvrs.add(app.nvr)
+        vr = f"{app.version}-{RELEASE}"
+        # A split source package: the main package, -libs and -tools, each its -debuginfo.
+        names = [app.name, *(f"{app.name}-{sub}" for sub in ("libs", "tools"))]
+        if not app.split_soname:
+            names = names[:1]
+        nvrs.update(f"{name}-{vr}" for name in names)
         if app.name not in DEBUGINFO_WITHHELD:
-            nvrs.add(f"{app.name}-debuginfo-{app.version}-{RELEASE}")
+            nvrs.update(f"{name}-debuginfo-{vr}" for name in names)
+            nvrs.add(f"{app.name}-debugsource-{vr}")
     return nvrs
 
 
@@ -39,8 +45,9 @@ def test_repository_holds_both_versions_and_their_debuginfo(testos: Testos) -> N
     packages = repo_packages(testos.repo)
 
     assert set(packages) == expected_nvrs()
-    assert "libquiet-debuginfo-1.0-1" not in packages
-    assert "libquiet-debuginfo-1.1-1" not in packages
+    assert "crasher-debugsource-1.0-1" in packages
+    assert "shapes-libs-debuginfo-1.0-1" in packages
+    assert not [nvr for nvr in packages if nvr.startswith("libquiet-debug")]
     for nvr, package in packages.items():
         assert package.location_href == f"Packages/{nvr[0]}/{nvr}.x86_64.rpm"
         assert (testos.repo / package.location_href).is_file()
@@ -143,9 +150,9 @@ def gdb_in_container(service: PodmanService, image: str, repo: Path, crash: Cras
     """dnf-install the crash's packages and debuginfo from the repo, then gdb the core."""
     installed = [nevra for nevra in crash.installed if not nevra.startswith(BASE_NAME)]
     debuginfo = [
-        f"{nevra.split('-')[0]}-debuginfo-{nevra.split('-', 1)[1]}"
-        for nevra in installed
-        if nevra.split("-")[0] not in DEBUGINFO_WITHHELD
+        f"{name}-debuginfo-{version}-{release}"
+        for name, version, release in (nevra.rsplit("-", 2) for nevra in installed)
+        if name not in DEBUGINFO_WITHHELD
     ]
     script = (
         "dnf -q -y --nogpgcheck --repofrompath=testos,/repo --repo=testos install "
