@@ -40,6 +40,8 @@ from retracer.builder.packages import Holding, LastSet, PackageStore
 from retracer.builder.sandbox import BindMount, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.bootstrap import install_into_root_in_child
+from retracer.sync.elf import build_id
+from retracer.sync.index import build_id_link
 from retracer.sync.settings import ReleaseSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,10 @@ KEYS_MOUNT = "/srv/retracer/keys"
 STORE_IN_SANDBOX = "/retrace/store"
 VIEW_IN_SANDBOX = "/retrace/root"
 VIEWS_IN_SANDBOX = "/retrace/views"
+# Bump when what a view holds changes, so that views made before are not reused.
+_VIEW_RECIPE = "2"
+# Where dwz multifiles go (Fedora: in the main -debuginfo of their source package).
+DWZ_DIR = "/usr/lib/debug/.dwz"
 # Views kept for repeated crashes; each is a few thousand symlinks at most.
 _KEPT_VIEWS = 256
 
@@ -304,7 +310,7 @@ class Environments:
         """A cached tree of symlinks: every file of the held packages, plus ``mapped``."""
         nevras = sorted(holding.trees)
         named = [f"{path} {link}" for path, link in mapped.items()]
-        key = hashlib.sha256("\n".join([release.id, *nevras, "", *named]).encode())
+        key = hashlib.sha256("\n".join([_VIEW_RECIPE, release.id, *nevras, "", *named]).encode())
         view = self._views / f"{release.id}-{key.hexdigest()[:32]}"
         if view.is_dir():
             os.utime(view)
@@ -316,6 +322,7 @@ class Environments:
                 _link_tree(holding.trees[nevra], f"{STORE_IN_SANDBOX}/{nevra}", staging)
             for path, link in mapped.items():
                 _link_mapped(staging, path, link)
+            _link_multifiles(staging, [holding.trees[nevra] for nevra in nevras])
             os.chmod(staging, 0o755)
             os.rename(staging, view)
         except OSError as error:
@@ -379,6 +386,28 @@ def _link_mapped(view: Path, path: str, link: str) -> None:
         os.symlink(target, destination)
     except OSError:  # a package's own link or file is in the way: it wins
         pass
+
+
+def _link_multifiles(view: Path, trees: Sequence[Path]) -> None:
+    """Give each dwz multifile of ``trees`` a build-id link in the view.
+
+    gdb looks for a .debug file's multifile at its ``.gnu_debugaltlink`` path, relative
+    to the .debug file's real path: in the store, that is the folder of another
+    package (a subpackage's -debuginfo), where it is not. gdb 13 then also tries the
+    path under each debug-file-directory; older gdb (a release's own, such as Fedora
+    37's 12.1) only looks the multifile up by build-id, and Fedora ships no build-id
+    link for it.
+    """
+    for tree in trees:
+        folder = tree / DWZ_DIR.lstrip("/")
+        if not folder.is_dir():
+            continue
+        for multifile in sorted(folder.iterdir()):
+            if multifile.is_symlink() or not multifile.is_file():
+                continue
+            found = build_id(multifile)
+            if found is not None:
+                _link_mapped(view, build_id_link(found, "debuginfo"), f"{DWZ_DIR}/{multifile.name}")
 
 
 def _key_path(key: str) -> Path:

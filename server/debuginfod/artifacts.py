@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
+from retracer.sync.elf import section_data
 from retracer.sync.index import BuildIdKind, PackageFile, RepositoryIndex, build_id_link
 from retracer.sync.payload import extract_member
 from retracer.sync.settings import ReleaseSettings
@@ -197,7 +195,7 @@ class ArtifactCache:
             elf = self.fetch(Artifact(artifact.build_id, kind))
             if elf is None:
                 continue
-            data = _section_data(elf.path, artifact.name)
+            data = section_data(elf.path, artifact.name)
             if data is not None:
                 target.write(data)
                 return elf.member, elf.archive
@@ -253,16 +251,3 @@ def _read_origin(path: str) -> tuple[str, str]:
     with open(path + ".json", "rb") as sidecar:
         origin = json.loads(sidecar.read())
     return str(origin["member"]), str(origin["archive"])
-
-
-def _section_data(path: Path, name: str) -> bytes | None:
-    try:
-        with path.open("rb") as file:
-            section = ELFFile(file).get_section_by_name(name)
-            if section is None or section["sh_type"] == "SHT_NOBITS":
-                return None
-            data: bytes = section.data()
-            return data
-    except (ELFError, OSError, ValueError) as error:
-        log.warning("cannot read section %s of %s: %s", name, path, error)
-        return None

@@ -12,11 +12,16 @@ members are described in the multifile alone).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from retracer.builder.environment import VIEW_IN_SANDBOX
 from retracer.builder.model import RetraceResult
+from retracer.builder.retrace import Analyzer
+from retracer.sync.elf import section_data
+from retracer.sync.index import build_id_link
 from testing.testos import Testos
 from testing.testos.rpms import SOURCES
 
@@ -89,3 +94,23 @@ def test_the_environment_has_the_multifile_and_sources_the_modules_do_not_name(
     # Named by no module: the companions of the two -debuginfo packages.
     assert {"shapes-debuginfo-1.0-1.x86_64", "shapes-debugsource-1.0-1.x86_64"} <= packages
     assert not any("1.1-1" in nevra for nevra in packages if nevra.startswith("shapes"))
+
+
+def test_the_view_also_gives_the_multifile_by_its_build_id(
+    analyzer: Analyzer, retraced: Retraced
+) -> None:
+    # gdb before 13 finds a multifile only through this link (see _link_multifiles).
+    result = retraced("shapes")
+    debug = (
+        analyzer.store.packages_dir
+        / "shapes-libs-debuginfo-1.0-1.x86_64"
+        / "usr/lib/debug/usr/lib64/libshapes.so.1-1.0-1.x86_64.debug"
+    )
+    altlink = section_data(debug, ".gnu_debugaltlink")
+    assert altlink is not None
+    name, _, wanted = altlink.partition(b"\0")
+    view = analyzer.state_dir / "views" / result.environment
+    link = Path(f"{view}{build_id_link(wanted.hex(), 'debuginfo')}")
+    multifile = f"/usr/lib/debug/.dwz/{Path(name.decode()).name}"
+    assert os.readlink(link) == f"{VIEW_IN_SANDBOX}{multifile}"
+    assert os.path.lexists(f"{view}{multifile}")
