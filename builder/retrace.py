@@ -164,10 +164,18 @@ class Analyzer:
                     spec = self._gdb_spec(environments, base, core, problem, marker)
                     return runs.enter_context(_EarlyGdb(sandbox, background, spec, self._scratch))
 
-                gdb_run = start_gdb()
+                def start_over(wrong: _EarlyGdb) -> _EarlyGdb:
+                    """Stop a run in the wrong environment; a new one waits for the right."""
+                    wrong.discard()
+                    run.log("this crash needs another environment; the early gdb run was stopped")
+                    return start_gdb()
+
                 guess = environments.last_used_for(problem.program, problem.release)
                 if guess is not None:
+                    # Released after the run in it is stopped (the stack unwinds in turn).
                     runs.callback(guess.close)
+                gdb_run = start_gdb()
+                if guess is not None:
                     gdb_run.enter(guess, environments.root_links(guess))
                     run.log(
                         f"gdb started early in environment {guess.name},"
@@ -197,9 +205,7 @@ class Analyzer:
                     any(f.fresh for f in fetched.values())
                     or set(gdb_run.environment.holding.trees) != {p.nevra for p in packages}
                 ):
-                    gdb_run.discard()
-                    run.log("this crash needs another environment; the early gdb run was stopped")
-                    gdb_run = start_gdb()
+                    gdb_run = start_over(gdb_run)
                 with run.step("unpacking packages"):
                     holding = self.store.hold(files, self._check(problem.release))
                 with holding:
@@ -214,11 +220,7 @@ class Analyzer:
                     if gdb_run.environment is None:
                         gdb_run.enter(environment, environments.root_links(environment))
                     elif gdb_run.environment.name != environment.name:
-                        gdb_run.discard()
-                        run.log(
-                            "this crash needs another environment; the early gdb run was stopped"
-                        )
-                        gdb_run = start_gdb()
+                        gdb_run = start_over(gdb_run)
                         gdb_run.enter(environment, environments.root_links(environment))
                     run.stage(Stage.GENERATING)
                     with run.step("running gdb"):
