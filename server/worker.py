@@ -191,7 +191,7 @@ class Worker:
                 outcome = self._saved_outcome(spool, task_id)
                 fresh = outcome is None
                 if outcome is None:
-                    outcome = self._attempt(store, spool, task_id, task.attempts)
+                    outcome = self._attempt(store, spool, task_id, owner, task.attempts)
             except TaskAborted as aborted:
                 outcome, fresh = Outcome(False, aborted.reason), True
             except FrontEndUnreachable as error:
@@ -263,7 +263,9 @@ class Worker:
         except (StoreUnavailable, QueueUnavailable) as error:
             log.warning("could not requeue lost tasks: %s", error.detail)
 
-    def _attempt(self, store: TaskStore, spool: Spool, task_id: str, attempts: int) -> Outcome:
+    def _attempt(
+        self, store: TaskStore, spool: Spool, task_id: str, owner: str, attempts: int
+    ) -> Outcome:
         """Run the analyzer, unless this task wore out its attempts or lost its files."""
         if attempts > MAX_ATTEMPTS:
             return Outcome(False, f"the retrace was interrupted {MAX_ATTEMPTS} times")
@@ -274,7 +276,7 @@ class Worker:
                 return Outcome(False, FOLDER_GONE)
         if not spool.problem_dir(task_id).is_dir():
             return Outcome(False, FOLDER_GONE)
-        return self._reuse_or_retrace(store, spool, task_id)
+        return self._reuse_or_retrace(store, spool, task_id, owner)
 
     def _finish(
         self, store: TaskStore, spool: Spool, task_id: str, owner: str, outcome: Outcome
@@ -342,7 +344,9 @@ class Worker:
         except BuilderError as error:
             log.warning("could not clean up after dead workers: %s", error.reason)
 
-    def _reuse_or_retrace(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
+    def _reuse_or_retrace(
+        self, store: TaskStore, spool: Spool, task_id: str, owner: str
+    ) -> Outcome:
         """Copy the result of an identical core retraced against the same repository
         metadata, if a finished task holds one; otherwise retrace."""
         core_sha256 = store.core_sha256(task_id)
@@ -359,7 +363,7 @@ class Worker:
             store.set_result_key(task_id, key or "")
             log.info("task %s reused the result of task %s", task_id, source)
             return Outcome(True, None)
-        outcome = self._run_analyzer(store, spool, task_id)
+        outcome = self._run_analyzer(store, spool, task_id, owner)
         if outcome.success and key:
             store.set_result_key(task_id, key)
         return outcome
@@ -373,8 +377,8 @@ class Worker:
             log.warning("task %s: could not reuse task %s: %s", task_id, source, _describe(error))
             return False
 
-    def _run_analyzer(self, store: TaskStore, spool: Spool, task_id: str) -> Outcome:
-        observer = _TaskObserver(store, spool, task_id)
+    def _run_analyzer(self, store: TaskStore, spool: Spool, task_id: str, owner: str) -> Outcome:
+        observer = TaskObserver(store, spool, task_id, self._front_end, owner)
         try:
             result = self._get_analyzer().retrace(spool.problem_dir(task_id), observer)
         except (BuilderError, SyncError) as error:
@@ -463,19 +467,41 @@ def _describe(error: BaseException) -> str:
     return str(why).rstrip(".")
 
 
-class _TaskObserver:
-    """Records the analyzer's progress on the task: stage in the store, lines in the log."""
+class TaskObserver:
+    """Records the analyzer's progress on the task: stage in the store, lines in the log.
 
-    def __init__(self, store: TaskStore, spool: Spool, task_id: str) -> None:
+    A remote worker's log lives on its own host until the task ends; so at each new
+    stage it also hands the log so far to the front end, whose clients read it there.
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        spool: Spool,
+        task_id: str,
+        front_end: FrontEnd | None = None,
+        owner: str = "",
+    ) -> None:
         self._store = store
         self._spool = spool
         self._task_id = task_id
+        self._front_end = front_end
+        self._owner = owner
 
     def stage(self, stage: Stage) -> None:
         try:
             self._store.set_stage(self._task_id, stage)
         except StoreUnavailable as error:  # progress only; the outcome is what counts
             log.warning("task %s: stage not recorded: %s", self._task_id, error.detail)
+        if self._front_end is not None:
+            self._hand_over_log(self._front_end)
+
+    def _hand_over_log(self, front_end: FrontEnd) -> None:
+        text = self._spool.read(self._task_id, LOG) or ""
+        try:
+            front_end.put_result(self._task_id, self._owner, LOG, text.encode())
+        except (FrontEndUnreachable, TaskTakenOver) as error:  # progress only, as above
+            log.warning("task %s: log not handed over: %s", self._task_id, error)
 
     def log(self, line: str) -> None:
         self._spool.append_log(self._task_id, line)

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from retracer.builder.model import Stage
 from retracer.server.config import Config
 from retracer.server.jobs import JobQueue
 from retracer.server.remote import FrontEnd, ProblemGone, TaskTakenOver
+from retracer.server.spool import Spool
 from retracer.server.tasks import SqliteTaskStore, TaskState
-from retracer.server.worker import Worker
+from retracer.server.worker import TaskObserver, Worker
 from testing.server.live import Served, settings_mapping
-from tests.server.client import create_task
+from tests.server.client import create_task, get
 
 TOKEN = "worker-secret"
 
@@ -115,3 +117,28 @@ def test_a_worker_passes_on_a_release_whose_mirror_another_holds(
     assert queue.waiting(["x86_64"]) == {"800000001"}  # back in its queue, for the holder
     store.insert("800000002", "hash", arch="x86_64", release="testos-1-aarch64")
     assert worker._holds_release(store, "800000002")  # its mirror is here
+
+
+def test_a_remote_workers_log_reaches_the_front_end_at_each_stage(
+    front: Served, config_factory: Callable[..., Config], tmp_path: Path
+) -> None:
+    task_id, password = create_task(front.url)
+    store = SqliteTaskStore.in_data_dir(tmp_path / "data")  # the front end's
+    owner = "host-b/1/1"
+    assert store.claim(task_id, 60, owner=owner) is not None
+    remote = FrontEnd(front.url, TOKEN)
+    worker_config = config_factory(settings_mapping(tmp_path / "worker"))
+    spool = Spool.in_data_dir(worker_config.data_dir, worker_config.server)
+    remote.fetch(task_id, spool.problem_dir(task_id))
+    observer = TaskObserver(store, spool, task_id, remote, owner)
+
+    observer.log("inspecting the core: 0.20 s")
+    observer.stage(Stage.PREPARING)
+
+    # Still running, and the front end's log (which its task pages show live) already
+    # has the worker's lines; /log itself answers once the task has finished.
+    assert store.get(task_id).state is TaskState.RUNNING
+    assert store.get(task_id).stage is Stage.PREPARING
+    front_log = tmp_path / "data" / "spool" / "tasks" / task_id / "log"
+    assert front_log.read_text() == "inspecting the core: 0.20 s\n"
+    assert get(front.url, f"/{task_id}/log", password).status_code == 404
