@@ -23,7 +23,7 @@ from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 
-from retracer.builder.environment import VIEW_IN_SANDBOX
+from retracer.builder.environment import VIEW_IN_SANDBOX, Environment
 from retracer.builder.errors import BuilderError, SandboxFailed
 from retracer.builder.sandbox import Background, BindMount, RunOutput, RunSpec, Sandbox
 
@@ -96,18 +96,28 @@ class LateRoot:
 
 
 class EarlyRun:
-    """Runs ``spec`` on ``background`` at once; :meth:`take` or :meth:`discard` it,
-    then close.
+    """gdb's run, started on ``background`` at once in a :class:`LateRoot` that
+    :meth:`enter` fills; :meth:`take` or :meth:`discard` it, then close.
 
     ``caller`` is the caller's own sandbox, used from the caller's thread only, to
     stop the run.
     """
 
-    def __init__(self, caller: Sandbox, background: Background, spec: RunSpec) -> None:
+    def __init__(
+        self, caller: Sandbox, background: Background, spec: RunSpec, scratch_dir: Path
+    ) -> None:
         self._caller = caller
-        self.spec = replace(spec, name=caller.new_name(spec.step))
+        self._root = LateRoot(scratch_dir)
+        self.spec = replace(self._root.given_to(spec), name=caller.new_name(spec.step))
         early = self.spec
         self._future: Future[RunOutput] = background.submit(lambda sandbox: sandbox.run(early))
+        # The environment gdb was let into; None while it waits.
+        self.environment: Environment | None = None
+
+    def enter(self, environment: Environment, links: Mapping[str, str]) -> None:
+        """Let gdb into ``environment``, whose view ``links`` name (see LateRoot.fill)."""
+        self._root.fill(links)
+        self.environment = environment
 
     def take(self) -> RunOutput | None:
         """The run's output, once it ends; for a caller who needs ``spec.image``.
@@ -124,7 +134,9 @@ class EarlyRun:
             return None
 
     def discard(self) -> None:
-        """Stop the run if it is still going and wait for it; its outcome is dropped."""
+        """Stop the run if it is still going and wait for it; its outcome is dropped.
+        A driver still waiting for its root reads end-of-file and exits by itself."""
+        self._root.close()
         while not self._future.done():
             # A kill that came before the container existed missed it: kill until done.
             self._kill()

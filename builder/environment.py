@@ -59,7 +59,7 @@ VIEWS_IN_SANDBOX = "/retrace/views"
 # Bump when what a view holds changes, so that views made before are not reused.
 _VIEW_RECIPE = "2"
 # Where dwz multifiles go (Fedora: in the main -debuginfo of their source package).
-DWZ_DIR = "/usr/lib/debug/.dwz"
+_DWZ_DIR = "/usr/lib/debug/.dwz"
 # Views kept for repeated crashes; each is a few thousand symlinks at most.
 _KEPT_VIEWS = 256
 
@@ -399,7 +399,7 @@ def _link_multifiles(view: Path, trees: Sequence[Path]) -> None:
     link for it.
     """
     for tree in trees:
-        folder = tree / DWZ_DIR.lstrip("/")
+        folder = tree / _DWZ_DIR.lstrip("/")
         if not folder.is_dir():
             continue
         for multifile in sorted(folder.iterdir()):
@@ -407,7 +407,8 @@ def _link_multifiles(view: Path, trees: Sequence[Path]) -> None:
                 continue
             found = build_id(multifile)
             if found is not None:
-                _link_mapped(view, build_id_link(found, "debuginfo"), f"{DWZ_DIR}/{multifile.name}")
+                link = build_id_link(found, "debuginfo")
+                _link_mapped(view, link, f"{_DWZ_DIR}/{multifile.name}")
 
 
 def _key_path(key: str) -> Path:

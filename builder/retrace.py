@@ -24,7 +24,6 @@ from retracer.builder.early import EarlyRun, LateRoot
 from retracer.builder.environment import (
     VIEW_IN_SANDBOX,
     BaseImages,
-    Environment,
     Environments,
 )
 from retracer.builder.errors import BuilderError, SandboxFailed
@@ -41,7 +40,7 @@ from retracer.builder.model import (
 from retracer.builder.packages import PackageCheck, PackageStore, StoreUsage
 from retracer.builder.problem import Problem, read_problem
 from retracer.builder.report import Facts, build_report, split_output
-from retracer.builder.sandbox import Background, BindMount, RunOutput, RunSpec, Sandbox
+from retracer.builder.sandbox import Background, BindMount, RunSpec, Sandbox
 from retracer.builder.settings import BuilderSettings
 from retracer.sync.errors import PackageNotFound, SyncError
 from retracer.sync.index import RepositoryIndex, build_id_link
@@ -159,12 +158,12 @@ class Analyzer:
                 base = base_images.base_image(problem.release)
             with _readable_core(problem.core, self._scratch) as core, ExitStack() as runs:
 
-                def start_gdb() -> _EarlyGdb:
+                def start_gdb() -> EarlyRun:
                     """gdb's container, started now; it waits for its environment."""
                     spec = self._gdb_spec(environments, base, core, problem, marker)
-                    return runs.enter_context(_EarlyGdb(sandbox, background, spec, self._scratch))
+                    return runs.enter_context(EarlyRun(sandbox, background, spec, self._scratch))
 
-                def start_over(wrong: _EarlyGdb) -> _EarlyGdb:
+                def start_over(wrong: EarlyRun) -> EarlyRun:
                     """Stop a run in the wrong environment; a new one waits for the right."""
                     wrong.discard()
                     run.log("this crash needs another environment; the early gdb run was stopped")
@@ -423,40 +422,6 @@ class Analyzer:
             # The text is capped by the driver; the JSON gets as much again.
             max_stdout_bytes=limits.gdb_text_max_mib << 21,
         )
-
-
-class _EarlyGdb:
-    """A gdb run started on the background, in a root that :meth:`enter` fills."""
-
-    def __init__(
-        self, caller: Sandbox, background: Background, spec: RunSpec, scratch_dir: Path
-    ) -> None:
-        self._root = LateRoot(scratch_dir)
-        try:
-            self._run = EarlyRun(caller, background, self._root.given_to(spec))
-        except BaseException:
-            self._root.close()
-            raise
-        # The environment gdb was let into; None while it waits.
-        self.environment: Environment | None = None
-
-    def enter(self, environment: Environment, links: dict[str, str]) -> None:
-        self._root.fill(links)
-        self.environment = environment
-
-    def take(self) -> RunOutput | None:
-        return self._run.take()
-
-    def discard(self) -> None:
-        """Stop the run (a waiting driver reads end-of-file and exits)."""
-        self._root.close()
-        self._run.discard()
-
-    def __enter__(self) -> _EarlyGdb:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
 
 
 class _Run:
